@@ -1,0 +1,17 @@
+r"""Label-conditional VAE on binarized MNIST: q(z|x,y), p(x|z,y), p(z) = N(0, I).
+
+Sample grids have one row per class. Its NLL is -log p(x|y), a conditional
+likelihood, so it is not directly comparable with vae_mnist's -log p(x).
+
+  python -m gen_jax.main --exp=cvae_mnist --workdir=runs/cvae_mnist
+  python -m gen_jax.main --exp=cvae_mnist:smoke --workdir=/tmp/cvae_smoke
+"""
+
+from gen_jax import config as config_lib
+
+
+def get_config(arg=None):
+  c = config_lib.load_module("vae_mnist").get_config(arg)
+  c.model.num_classes = 10
+  c.eval.num_samples = 100  # 10 classes x 10
+  return c

@@ -1,0 +1,88 @@
+"""Everything Orbax: one CheckpointManager per workdir holding, per step, the
+train state (params, optimizer state, EMA, ...) and each process's data-iterator
+state, saved together.
+
+Saves are asynchronous (training goes on while arrays are written) and atomic:
+Orbax writes a step into a temporary directory and renames it only once every
+item is complete, so a run killed at any moment leaves either a whole step or
+none, and the next start cleans up the leftovers and resumes from the last
+whole one.
+"""
+
+import pathlib
+from typing import Any
+
+from absl import logging
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from gen_jax.errors import UserError
+
+PyTree = Any
+
+
+class Checkpointer:
+  """Saves and restores `(state, data iterator)` pairs by step."""
+
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 3,
+               read_only: bool = False):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        enable_async_checkpointing=True,
+        cleanup_tmp_directories=not read_only,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: PyTree,
+           data_iter: grain.DatasetIterator | None = None) -> None:
+    """Starts an asynchronous save of `state` (and the iterator position)."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, abstract_state: PyTree, step: int | None = None,
+              data_iter: grain.DatasetIterator | None = None) -> PyTree:
+    """Restores the state at `step` (default latest) into `abstract_state`'s
+    shapes and shardings; moves `data_iter` to where that step left off."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise UserError(f"No checkpoint in {self.directory}; train first "
+                      "(--mode=train) with this --workdir.")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
+      raise UserError(
+          f"The checkpoint at step {step} in {self.directory} does not match "
+          f"this config's train state ({first}). Use a new --workdir, or the "
+          "config it was trained with.") from e
+    logging.info("Restored step %d from %s.", step, self.directory)
+    return restored["state"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_with_shardings(abstract_state: PyTree, shardings: PyTree) -> PyTree:
+  """ShapeDtypeStructs that carry the shardings to restore into."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_state, shardings)

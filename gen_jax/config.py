@@ -1,0 +1,264 @@
+"""Experiment configs: the shared skeleton, loading by name, overrides, checks.
+
+Every experiment file in `experiments/` defines `get_config(arg=None)` that
+starts from `base_config()` and edits it. `arg` comes from `--exp=NAME:ARG`;
+`NAME:smoke` is a tiny variant of every experiment (seconds on a CPU).
+"""
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import ml_collections
+
+from gen_jax.errors import UserError
+
+EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+
+# Sections whose values decide the shapes and meaning of a checkpoint. A workdir
+# may only be resumed with a config that agrees with its own on these.
+STRUCTURAL_KEYS = ("family", "model", "data.name", "data.image_shape")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The skeleton every experiment edits; holds every shared key and its type."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.family = ""
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"
+  c.data.source = "auto"  # 'auto' | 'tfds' | 'embedded'
+  c.data.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.batch_size = 128  # global, over all processes and devices
+  c.data.eval_batch_size = 500
+  c.data.image_shape = (28, 28, 1)
+  c.data.num_classes = 10
+  c.data.cache = True  # decode each split once into host memory (small data)
+
+  c.model = ml_collections.ConfigDict()
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 1000
+  c.train.learning_rate = 1e-3
+  c.train.lr_schedule = "constant"  # 'constant' | 'cosine'
+  c.train.warmup_steps = 0
+  c.train.grad_clip_norm = 0.0  # 0 disables clipping
+  c.train.weight_decay = 0.0
+  c.train.log_every = 100
+  c.train.eval_every = 1000
+  c.train.ckpt_every = 1000
+  c.train.keep_ckpts = 3
+  c.train.sample_every = 1000
+  c.train.ema_decay = 0.0  # 0 disables the EMA of parameters
+  c.train.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_examples = -1  # -1: the whole held-out split
+  c.eval.num_samples = 64  # images in a sample grid
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.axes = ("data",)
+  c.mesh.shape = (-1,)  # -1: all remaining devices
+  return c
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks the loop of any config to a run of seconds (keeps the model)."""
+  config.train.num_steps = 20
+  config.train.log_every = 5
+  config.train.eval_every = 20
+  config.train.ckpt_every = 10
+  config.train.sample_every = 20
+  config.train.warmup_steps = 0
+  config.data.batch_size = 32
+  config.data.eval_batch_size = 100
+  config.eval.num_examples = 200
+  config.eval.num_samples = 16
+  return config
+
+
+def list_experiments() -> list[str]:
+  return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py")
+                if not p.stem.startswith("_"))
+
+
+def _experiment_path(name: str) -> pathlib.Path:
+  if name.endswith(".py") or os.sep in name:
+    path = pathlib.Path(name)
+    if not path.is_file():
+      raise UserError(f"--exp: no experiment file at {name}.")
+    return path
+  path = EXPERIMENTS_DIR / f"{name}.py"
+  if not path.is_file():
+    valid = list_experiments()
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean '{near[0]}'?" if near else ""
+    raise UserError(f"--exp: unknown experiment '{name}'.{hint} "
+                    f"Valid: {', '.join(valid)}.")
+  return path
+
+
+def load_module(name: str):
+  spec = importlib.util.spec_from_file_location(
+      f"gen_jax_experiment_{pathlib.Path(name).stem}", _experiment_path(name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(exp: str,
+               overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `experiments/NAME.py` (`NAME[:ARG]`) and applies `--config.*` overrides.
+
+  Args:
+    exp: experiment name, optionally with ':ARG' (e.g. 'vae_mnist:smoke').
+    overrides: strings 'a.b.c=value' (the part after '--config.').
+
+  Returns:
+    The resolved, locked config.
+  """
+  name, _, arg = exp.partition(":")
+  module = load_module(name)
+  config = module.get_config(arg or None)
+  apply_overrides(config, overrides)
+  validate(config)
+  config.lock()
+  return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += flat_keys(v, f"{prefix}{k}.")
+    else:
+      keys.append(f"{prefix}{k}")
+  return keys
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+  """Parses `text` into the type of `current`, or raises a one-line UserError."""
+  def fail(expected):
+    raise UserError(f"--config.{key}: expected {expected}, got '{text}'.")
+
+  if isinstance(current, bool):
+    low = text.lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    fail("a bool (true/false)")
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError:
+      fail("an int")
+  if isinstance(current, float):
+    try:
+      return float(text)
+    except ValueError:
+      fail("a float")
+  if isinstance(current, str):
+    return text
+  if isinstance(current, (tuple, list)):
+    try:
+      value = ast.literal_eval(text if text.strip().startswith(("(", "["))
+                               else f"({text},)")
+    except (ValueError, SyntaxError):
+      fail("a tuple such as 1,2,3")
+    value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if current and not all(isinstance(v, type(current[0])) or
+                           (isinstance(current[0], float) and isinstance(v, int))
+                           for v in value):
+      fail(f"a tuple of {type(current[0]).__name__}")
+    return type(current)(value)
+  if current is None:
+    try:
+      return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+  fail(type(current).__name__)
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> None:
+  """Applies 'a.b=value' strings; unknown keys and bad values raise UserError."""
+  valid = flat_keys(config)
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise UserError(f"--config.{key}: needs a value, as --config.{key}=VALUE.")
+    if key not in valid:
+      near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+      if not near:  # Same leaf name in another section, e.g. 'num_steps'.
+        leaf = key.rsplit(".", 1)[-1]
+        near = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:3]
+      hint = (f" Nearest valid keys: {', '.join('--config.' + k for k in near)}."
+              if near else "")
+      raise UserError(f"--config.{key}: unknown config key.{hint}")
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[leaf] = _parse_value(key, text, node[leaf])
+
+
+_CHOICES = {
+    "data.source": ("auto", "tfds", "embedded"),
+    "train.dtype": ("float32", "bfloat16"),
+    "train.lr_schedule": ("constant", "cosine"),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks values that types alone do not catch."""
+  for key, choices in _CHOICES.items():
+    section, leaf = key.split(".")
+    value = config[section][leaf]
+    if value not in choices:
+      raise UserError(f"--config.{key}: '{value}' is not one of "
+                      f"{', '.join(choices)}.")
+  for key in ("train.num_steps", "data.batch_size", "data.eval_batch_size",
+              "train.log_every", "train.eval_every", "train.ckpt_every",
+              "train.sample_every", "train.keep_ckpts"):
+    section, leaf = key.split(".")
+    if config[section][leaf] <= 0:
+      raise UserError(f"--config.{key}: must be positive, got "
+                      f"{config[section][leaf]}.")
+  if len(config.mesh.axes) != len(config.mesh.shape):
+    raise UserError("--config.mesh.shape: needs one entry per axis of "
+                    f"--config.mesh.axes {tuple(config.mesh.axes)}.")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def structural_differences(saved: dict, config: ml_collections.ConfigDict
+                           ) -> list[str]:
+  """Lists 'key: saved -> new' for keys that change what a checkpoint holds."""
+  new = json.loads(to_json(config))
+  diffs = []
+  for key in STRUCTURAL_KEYS:
+    a, b = _lookup(saved, key), _lookup(new, key)
+    if isinstance(a, dict) or isinstance(b, dict):
+      for sub in sorted(set(a or {}) | set(b or {})):
+        if (a or {}).get(sub) != (b or {}).get(sub):
+          diffs.append(f"{key}.{sub}: {(a or {}).get(sub)!r} -> "
+                       f"{(b or {}).get(sub)!r}")
+    elif a != b:
+      diffs.append(f"{key}: {a!r} -> {b!r}")
+  return diffs

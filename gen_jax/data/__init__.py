@@ -1,0 +1,1 @@
+"""Data: TFDS sources (or embedded real data offline) read through Grain."""

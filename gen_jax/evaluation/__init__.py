@@ -1,0 +1,1 @@
+"""Metrics and pictures shared by every family."""

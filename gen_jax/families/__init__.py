@@ -1,0 +1,31 @@
+"""Generative families, chosen by `config.family` from a registry."""
+
+from typing import Callable
+
+import ml_collections
+
+from gen_jax.errors import UserError
+from gen_jax.families.base import Family
+
+_REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Family]] = {}
+
+
+def register(name: str):
+  """Class decorator: makes a family available as `config.family = name`."""
+  def wrap(cls):
+    _REGISTRY[name] = cls
+    return cls
+  return wrap
+
+
+def build(config: ml_collections.ConfigDict) -> Family:
+  _import_all()
+  if config.family not in _REGISTRY:
+    raise UserError(f"--config.family: unknown family '{config.family}'. "
+                    f"Valid: {', '.join(sorted(_REGISTRY))}.")
+  return _REGISTRY[config.family](config)
+
+
+def _import_all() -> None:
+  # Importing a family module registers it.
+  from gen_jax.families import vae  # pylint: disable=g-import-not-at-top,unused-import

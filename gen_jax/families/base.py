@@ -1,0 +1,100 @@
+"""The family interface: the one seam between the trainer and a model family.
+
+A family is built from the config and owns its objective, its pure train step,
+its sampler and its eval metrics. The trainer compiles `train_step` and
+`eval_step` once over the device mesh and never looks inside the state.
+"""
+
+import abc
+from typing import Any, Mapping
+
+import flax
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+import ml_collections
+import numpy as np
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """State of a family with one network and one optimizer (VAE, flows, ...).
+
+  Families with more (a GAN's two optimizers) define their own pytree; the
+  trainer only needs it to be a pytree of arrays.
+  """
+  step: jax.Array  # [] int32
+  params: nnx.State  # trainable parameters
+  opt_state: Any
+  ema_params: nnx.State | None  # None when train.ema_decay == 0
+  rest: nnx.State  # non-trainable model state (e.g. normalization statistics)
+
+
+class Family(abc.ABC):
+  """What every generative family provides. All array methods are pure."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def init(self, key: jax.Array, batch: Batch) -> PyTree:
+    """Creates the train state (called under `jax.jit` with out_shardings)."""
+
+  @abc.abstractmethod
+  def train_step(self, state: PyTree, batch: Batch, key: jax.Array
+                 ) -> tuple[PyTree, Metrics]:
+    """One optimization step; metrics are scalars (batch means)."""
+
+  @abc.abstractmethod
+  def eval_step(self, state: PyTree, batch: Batch, key: jax.Array,
+                final: bool = False) -> Metrics:
+    """Per-batch SUMS over real rows (batch['mask']) plus 'count'.
+
+    `final` (static) asks for the expensive, paper-grade estimates, e.g. the
+    IWAE bound with 1000 samples, instead of the cheaper periodic ones.
+    """
+
+  def summarize_eval(self, totals: Mapping[str, float]) -> dict[str, float]:
+    """Turns summed eval metrics into the reported ones (default: means)."""
+    count = totals["count"]
+    return {k: v / count for k, v in totals.items() if k != "count"}
+
+  @abc.abstractmethod
+  def visualize(self, state: PyTree, batch: Batch, key: jax.Array
+                ) -> dict[str, np.ndarray | str]:
+    """Pictures of the model: name -> [H, W, C] image in [0, 1], or text.
+
+    'samples' is the sample grid; other names (reconstructions, ...) are extra.
+    """
+
+  def partition_rules(self) -> tuple[tuple[str, PartitionSpec], ...]:
+    """(regex over the state path, PartitionSpec) pairs; default: replicate."""
+    return ()
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.config.train.dtype)
+
+
+def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:
+  """Sum over the real rows of an eval batch."""
+  mask = batch.get("mask")
+  if mask is None:
+    return jnp.sum(values_B)
+  return jnp.sum(values_B * mask)
+
+
+def count(batch: Batch) -> jax.Array:
+  mask = batch.get("mask")
+  if mask is None:
+    return jnp.asarray(batch["image"].shape[0], jnp.float32)
+  return jnp.sum(mask)
+
+
+def ema_update(ema: PyTree, params: PyTree, decay: float) -> PyTree:
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)

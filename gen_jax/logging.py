@@ -1,0 +1,95 @@
+"""Run logs: metrics.jsonl, TensorBoard events and progress lines, process 0 only."""
+
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Mapping
+
+import jax
+import numpy as np
+
+
+class MetricLogger:
+  """Writes each logged step to `metrics.jsonl` and TensorBoard; prints progress.
+
+  Every process may call it; only process 0 writes or prints.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, total_steps: int,
+               start_step: int = 0):
+    self.active = jax.process_index() == 0
+    self.total_steps = total_steps
+    self._t0, self._step0 = time.time(), start_step
+    self._last_t, self._last_step = self._t0, start_step
+    self._tb = None
+    if self.active:
+      workdir = pathlib.Path(workdir)
+      self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"),
+                                            flush_secs=10)
+
+  def reset_clock(self, step: int) -> None:
+    """Restarts the steps/s clock (e.g. after compilation or an eval)."""
+    self._last_t, self._last_step = time.time(), step
+
+  def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+    if not self.active:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({k: float(v) for k, v in metrics.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    for k, v in metrics.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), global_step=step)
+
+  def progress(self, step: int, metrics: Mapping[str, float]) -> dict[str, float]:
+    """Prints 'step N/T | loss .. | x steps/s | ETA', returns the rate figures."""
+    now = time.time()
+    rate = (step - self._last_step) / max(now - self._last_t, 1e-9)
+    self._last_t, self._last_step = now, step
+    eta = (self.total_steps - step) / rate if rate > 0 else math.inf
+    if self.active:
+      shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+      print(f"step {step}/{self.total_steps} | {shown} | {rate:.2f} steps/s | "
+            f"ETA {_duration(eta)}", flush=True)
+    return {"steps_per_sec": rate}
+
+  def image(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
+    if self.active:
+      self._tb.add_image(tag, np.asarray(image_HWC), global_step=step,
+                         dataformats="HWC")
+
+  def text(self, line: str) -> None:
+    if self.active:
+      print(line, flush=True)
+
+  def close(self) -> None:
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def fail_on_nonfinite(step: int, metrics: Mapping[str, float]) -> None:
+  """Stops the run on NaN/Inf, naming the step and the metric."""
+  for k, v in metrics.items():
+    if not np.all(np.isfinite(v)):
+      from gen_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+      raise UserError(f"Training diverged: metric '{k}' is {float(v)} at step "
+                      f"{step}. Try a lower --config.train.learning_rate or "
+                      "--config.train.grad_clip_norm.")
+
+
+def log_to_stderr(line: str) -> None:
+  if jax.process_index() == 0:
+    print(line, file=sys.stderr, flush=True)

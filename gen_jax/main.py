@@ -1,0 +1,83 @@
+r"""Train, evaluate or sample any experiment.
+
+  python -m gen_jax.main --exp=vae_mnist --workdir=runs/vae_mnist \
+      [--mode=train|eval|sample] [--config.train.num_steps=2000]
+
+`--exp=NAME` picks experiments/NAME.py (`NAME:smoke` for its tiny variant);
+every config field can be overridden as `--config.SECTION.KEY=VALUE`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from gen_jax import config as config_lib
+from gen_jax.errors import UserError
+
+_EXPERIMENTS = ", ".join(config_lib.list_experiments())
+_EXP = flags.DEFINE_string(
+    "exp", None, f"Experiment to run, NAME or NAME:smoke. One of: {_EXPERIMENTS}.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for config, metrics, checkpoints and samples; "
+    "re-running with the same workdir resumes.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
+                          "train (resumes if possible), eval or sample.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0, for several "
+    "processes started by hand (pods and SLURM are detected automatically).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
+                                      "With --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1,
+                                   "With --coordinator_address.")
+flags.register_validator("exp", lambda v: v is not None,
+                         f"--exp is required. One of: {_EXPERIMENTS}.")
+flags.register_validator("workdir", lambda v: v is not None,
+                         "--workdir is required.")
+
+_OVERRIDES: list[str] = []
+
+
+def _split_overrides(argv: list[str]) -> list[str]:
+  """Takes the --config.* flags out of argv (absl does not know them)."""
+  rest = []
+  for arg in argv:
+    if arg.startswith("--config."):
+      _OVERRIDES.append(arg[len("--config."):])
+    else:
+      rest.append(arg)
+  return rest
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    # Library INFO logs (Orbax reports every save) drown the progress lines.
+    logging.set_verbosity(logging.WARNING)
+  # Imported here so that --help and flag errors answer fast.
+  from gen_jax import parallel  # pylint: disable=g-import-not-at-top
+  from gen_jax import train  # pylint: disable=g-import-not-at-top
+  config = config_lib.get_config(_EXP.value, _OVERRIDES)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  if _MODE.value == "train":
+    train.train_and_evaluate(config, _WORKDIR.value)
+  elif _MODE.value == "eval":
+    train.evaluate(config, _WORKDIR.value)
+  else:
+    train.sample(config, _WORKDIR.value)
+
+
+def run():
+  argv = _split_overrides(sys.argv)
+  try:
+    app.run(main, argv=argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,1 @@
+"""Networks only (Flax NNX). A model sees its own frozen config dataclass."""

@@ -1,0 +1,273 @@
+"""The one training loop, for every family.
+
+build mesh -> data -> family -> restore or init (already sharded) -> compiled
+steps -> periodic eval / pictures / checkpoints / logs. Nothing here knows which
+family it is running: all of that lives behind `gen_jax.families.base.Family`.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from gen_jax import checkpointing
+from gen_jax import config as config_lib
+from gen_jax import families
+from gen_jax import logging as log_lib
+from gen_jax import parallel
+from gen_jax.data import pipeline
+from gen_jax.errors import UserError
+from gen_jax.evaluation import grids
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a mode needs, built once from (config, workdir)."""
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  mesh: jax.sharding.Mesh
+  family: families.Family
+  data: pipeline.Data
+  state_shardings: PyTree
+  abstract_state: PyTree  # ShapeDtypeStructs carrying the shardings
+  init_batch: dict[str, jax.Array]
+  keys: dict[str, jax.Array]
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
+                    write_config: bool = True) -> pathlib.Path:
+  """Checks the workdir is writable and holds no checkpoint of another config."""
+  path = pathlib.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_probe_{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"--workdir={workdir} is not writable "
+                    f"({e.strerror or e}).") from e
+  saved = path / "config.json"
+  has_ckpt = any((path / "checkpoints").glob("[0-9]*"))
+  if saved.exists() and has_ckpt:
+    diffs = config_lib.structural_differences(json.loads(saved.read_text()),
+                                              config)
+    if diffs:
+      raise UserError(
+          f"--workdir={workdir} holds checkpoints of an incompatible config "
+          f"({'; '.join(diffs[:4])}). Use a new --workdir, or the same "
+          "experiment and model settings.")
+  if write_config and jax.process_index() == 0:
+    tmp = path / "config.json.tmp"
+    tmp.write_text(config_lib.to_json(config))
+    os.replace(tmp, saved)
+  return path
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str,
+          write_config: bool = True) -> Run:
+  path = prepare_workdir(workdir, config, write_config)
+  mesh = parallel.make_mesh(config)
+  data = pipeline.make(config, jax.process_index(), jax.process_count())
+  family = families.build(config)
+  root = jax.random.key(config.seed)
+  keys = dict(zip(("init", "train", "eval", "sample"),
+                  jax.random.split(root, 4)))
+  init_batch = parallel.global_batch(data.init_batch, mesh)
+  abstract = jax.eval_shape(family.init, keys["init"], init_batch)
+  shardings = parallel.state_shardings(abstract, mesh,
+                                       family.partition_rules())
+  abstract = checkpointing.abstract_with_shardings(abstract, shardings)
+  return Run(config, path, mesh, family, data, shardings, abstract,
+             init_batch, keys)
+
+
+def _restore_or_init(run: Run, ckpt: checkpointing.Checkpointer,
+                     with_data: bool) -> tuple[PyTree, int]:
+  step = ckpt.latest_step()
+  if step is not None:
+    state = ckpt.restore(run.abstract_state, step,
+                         run.data.train if with_data else None)
+    return state, step
+  init = jax.jit(run.family.init, out_shardings=run.state_shardings)
+  return init(run.keys["init"], run.init_batch), 0
+
+
+def _eval_fn(run: Run, final: bool):
+  batch_sharding = parallel.batch_sharding(run.mesh)
+  return jax.jit(
+      lambda s, b, k: run.family.eval_step(s, b, k, final=final),
+      in_shardings=(run.state_shardings, batch_sharding,
+                    parallel.replicated(run.mesh)),
+      out_shardings=parallel.replicated(run.mesh))
+
+
+def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
+  """One pass over the held-out split; the same keys every time."""
+  eval_step = _eval_fn(run, final)
+  totals = None
+  for i, local in enumerate(run.data.eval_batches()):
+    batch = parallel.global_batch(local, run.mesh)
+    sums = eval_step(state, batch, jax.random.fold_in(run.keys["eval"], i))
+    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    totals = jax.device_get(totals)
+  return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
+
+
+def write_pictures(run: Run, state: PyTree, step: int, key: jax.Array,
+                   logger: log_lib.MetricLogger | None = None,
+                   prefix: str = "") -> list[pathlib.Path]:
+  """Renders the family's pictures; process 0 writes samples/<name>_step_N."""
+  local = next(iter(run.data.eval_batches()))
+  batch = parallel.to_host(parallel.global_batch(local, run.mesh))
+  pictures = run.family.visualize(state, batch, key)
+  paths = []
+  for name, value in pictures.items():
+    stem = f"{prefix}step_{step}" if name == "samples" else (
+        f"{prefix}{name}_step_{step}")
+    path = run.workdir / "samples" / (
+        stem + (".txt" if isinstance(value, str) else ".png"))
+    paths.append(path)
+    if jax.process_index() != 0:
+      continue
+    if isinstance(value, str):
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(value)
+    else:
+      grids.save_png(path, value)
+      if logger is not None:
+        logger.image(step, name, value)
+  return paths
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> dict[str, float]:
+  """Trains (resuming from the workdir if it holds a checkpoint), then runs
+  the final evaluation. Returns the final eval metrics."""
+  run = setup(config, workdir)
+  tc = config.train
+  ckpt = checkpointing.Checkpointer(run.workdir, keep=tc.keep_ckpts)
+  state, start = _restore_or_init(run, ckpt, with_data=True)
+  logger = log_lib.MetricLogger(run.workdir, tc.num_steps, start)
+  logger.text(f"{config.family} on {run.data.dataset} "
+              f"({run.data.num_train} train / {run.data.num_eval} eval); "
+              f"{jax.device_count()} {jax.default_backend()} devices, "
+              f"mesh {dict(run.mesh.shape)}; "
+              + (f"resuming at step {start}." if start else "starting."))
+
+  batch_sharding = parallel.batch_sharding(run.mesh)
+  replicated = parallel.replicated(run.mesh)
+  train_step = jax.jit(
+      run.family.train_step,
+      in_shardings=(run.state_shardings, batch_sharding, replicated),
+      out_shardings=(run.state_shardings, replicated),
+      donate_argnums=0)
+
+  pending = None  # (step, device metrics): fetched one step late
+  window: list[dict[str, float]] = []
+
+  def drain():
+    nonlocal pending
+    if pending is not None:
+      step_done, metrics = pending
+      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      log_lib.fail_on_nonfinite(step_done, host)
+      window.append(host)
+      pending = None
+
+  try:
+    compiled = None
+    for step in range(start, tc.num_steps):
+      batch = parallel.global_batch(next(run.data.train), run.mesh)
+      key = jax.random.fold_in(run.keys["train"], step)
+      if compiled is None:
+        t0 = time.time()
+        compiled = train_step.lower(state, batch, key).compile()
+        logger.text(f"Compiled the train step in {time.time() - t0:.1f}s.")
+        logger.reset_clock(step)
+      state, metrics = compiled(state, batch, key)
+      drain()  # the previous step's metrics; the device is busy with this one
+      pending = (step + 1, metrics)
+      done = step + 1
+      last = done == tc.num_steps
+      if done % tc.log_every == 0 or last:
+        drain()
+        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        window.clear()
+        mean.update(logger.progress(done, mean))
+        logger.write(done, "train", mean)
+      if done % tc.ckpt_every == 0 or last:
+        ckpt.save(done, state, run.data.train)
+      if done % tc.eval_every == 0 and not last:
+        metrics_eval = run_eval(run, state, final=False)
+        logger.write(done, "eval", metrics_eval)
+        logger.text(f"eval @ {done}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics_eval.items()))
+        logger.reset_clock(done)
+      if done % tc.sample_every == 0 or last:
+        write_pictures(run, state, done,
+                       jax.random.fold_in(run.keys["sample"], done), logger)
+        logger.reset_clock(done)
+    ckpt.wait()
+    final_step = max(start, tc.num_steps)
+    t0 = time.time()
+    result = run_eval(run, state, final=True)
+    logger.write(final_step, "eval", result)
+    logger.text(f"final eval @ {final_step} ({time.time() - t0:.0f}s): " +
+                ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if start >= tc.num_steps:
+      write_pictures(run, state, final_step,
+                     jax.random.fold_in(run.keys["sample"], final_step), logger)
+    return result
+  finally:
+    ckpt.close()
+    logger.close()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str
+             ) -> dict[str, float]:
+  """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
+  run = setup(config, workdir, write_config=False)
+  ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
+  try:
+    step = ckpt.latest_step()
+    state = ckpt.restore(run.abstract_state, step)
+  finally:
+    ckpt.close()
+  result = run_eval(run, state, final=True)
+  if jax.process_index() == 0:
+    logger = log_lib.MetricLogger(run.workdir, step, step)
+    logger.write(step, "eval", result)
+    logger.close()
+    out = run.workdir / f"eval_step_{step}.json"
+    out.write_text(json.dumps({"step": step, **result}, indent=2))
+    print(f"eval @ step {step}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in result.items()) + f"\nwrote {out}",
+          flush=True)
+  return result
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str
+           ) -> list[pathlib.Path]:
+  """`--mode=sample`: writes the family's pictures from the latest checkpoint."""
+  run = setup(config, workdir, write_config=False)
+  ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
+  try:
+    step = ckpt.latest_step()
+    state = ckpt.restore(run.abstract_state, step)
+  finally:
+    ckpt.close()
+  key = jax.random.fold_in(run.keys["sample"], step)
+  paths = write_pictures(run, state, step, key, prefix="sample_")
+  if jax.process_index() == 0:
+    print("wrote " + ", ".join(str(p) for p in paths), flush=True)
+  logging.info("Sampled from step %d.", step)
+  return paths
