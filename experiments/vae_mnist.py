@@ -19,13 +19,13 @@ def get_config(arg=None):
   c.data.batch_size = 128
 
   c.model.latent_dim = 32
-  c.model.channels = (32, 64)
+  c.model.channels = (16, 32)
   c.model.hidden_dim = 256
   c.model.likelihood = "bernoulli"  # 'bernoulli' | 'gaussian'
   c.model.beta = 1.0
   c.model.num_classes = 0  # > 0: label-conditional VAE
 
-  c.train.num_steps = 8000
+  c.train.num_steps = 4000
   c.train.learning_rate = 1e-3
   c.train.lr_schedule = "cosine"
   c.train.warmup_steps = 200

@@ -76,7 +76,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.train.sample_every = 20
   config.train.warmup_steps = 0
   config.data.batch_size = 32
-  config.data.eval_batch_size = 100
+  config.data.eval_batch_size = 200
   config.eval.num_examples = 200
   config.eval.num_samples = 16
   return config

@@ -148,10 +148,20 @@ def write_pictures(run: Run, state: PyTree, step: int, key: jax.Array,
   return paths
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
-                       ) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: int | None = None) -> dict[str, float]:
   """Trains (resuming from the workdir if it holds a checkpoint), then runs
-  the final evaluation. Returns the final eval metrics."""
+  the final evaluation.
+
+  Args:
+    config: the resolved config.
+    workdir: where the run lives; a second call resumes it.
+    stop_after: stop after this many steps of this call, with a checkpoint and
+      no final eval, as a preemption would (time-sliced jobs, tests).
+
+  Returns:
+    The final eval metrics ({} when stopped early).
+  """
   run = setup(config, workdir)
   tc = config.train
   ckpt = checkpointing.Checkpointer(run.workdir, keep=tc.keep_ckpts)
@@ -197,6 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       drain()  # the previous step's metrics; the device is busy with this one
       pending = (step + 1, metrics)
       done = step + 1
+      stopping = stop_after is not None and done - start >= stop_after
       last = done == tc.num_steps
       if done % tc.log_every == 0 or last:
         drain()
@@ -204,8 +215,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         window.clear()
         mean.update(logger.progress(done, mean))
         logger.write(done, "train", mean)
-      if done % tc.ckpt_every == 0 or last:
+      if done % tc.ckpt_every == 0 or last or stopping:
         ckpt.save(done, state, run.data.train)
+      if stopping and not last:
+        drain()
+        logger.text(f"Stopping at step {done} as asked; re-run to resume.")
+        return {}
       if done % tc.eval_every == 0 and not last:
         metrics_eval = run_eval(run, state, final=False)
         logger.write(done, "eval", metrics_eval)

@@ -159,7 +159,7 @@ class VAE(base.Family):
     ema = state.ema_params
     if ema is not None:
       ema = base.ema_update(ema, params, self.config.train.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema), metrics
 
@@ -177,8 +177,8 @@ class VAE(base.Family):
 
     def one_chunk(_, chunk_key):
       eps = jax.random.normal(chunk_key, (chunk,) + mean.shape)  # [K, B, D]
-      z = mean + std * eps
-      log_q = gaussian_log_prob(z, mean, logvar)  # [K, B]
+      z = mean[None] + std[None] * eps
+      log_q = gaussian_log_prob(z, mean[None], logvar[None])  # [K, B]
       log_prior = -0.5 * jnp.sum(LOG_2PI + z**2, axis=-1)
       zf = z.reshape(chunk * b, -1)
       yf = None if y_BK is None else jnp.tile(y_BK, (chunk, 1))
