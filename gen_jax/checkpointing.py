@@ -29,9 +29,10 @@ class Checkpointer:
                read_only: bool = False):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
+        max_to_keep=None if read_only else keep,
         create=not read_only,
         read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=True,
         cleanup_tmp_directories=not read_only,
     )
@@ -86,3 +87,20 @@ def abstract_with_shardings(abstract_state: PyTree, shardings: PyTree) -> PyTree
   return jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract_state, shardings)
+
+
+def load_state(workdir: str | pathlib.Path, step: int | None = None) -> PyTree:
+  """Reads a saved train state onto this host's first device, whatever the
+  topology it was saved from (for inspection, tests and notebooks)."""
+  manager = Checkpointer(workdir, read_only=True)
+  step = manager.latest_step() if step is None else step
+  manager.close()
+  if step is None:
+    raise UserError(f"No checkpoint in {workdir}.")
+  path = manager.directory / str(step) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+  return checkpointer.restore(path, abstract)

@@ -87,6 +87,12 @@ def list_experiments() -> list[str]:
                 if not p.stem.startswith("_"))
 
 
+def describe(name: str) -> str:
+  """First line of an experiment file's docstring (read without importing)."""
+  doc = ast.get_docstring(ast.parse(_experiment_path(name).read_text()))
+  return (doc or "").strip().splitlines()[0] if doc else ""
+
+
 def _experiment_path(name: str) -> pathlib.Path:
   if name.endswith(".py") or os.sep in name:
     path = pathlib.Path(name)

@@ -1,12 +1,14 @@
 """Run logs: metrics.jsonl, TensorBoard events and progress lines, process 0 only."""
 
 import json
+import logging as std_logging
 import math
+import os
 import pathlib
-import sys
 import time
 from typing import Mapping
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 
@@ -90,6 +92,18 @@ def fail_on_nonfinite(step: int, metrics: Mapping[str, float]) -> None:
                       "--config.train.grad_clip_norm.")
 
 
-def log_to_stderr(line: str) -> None:
-  if jax.process_index() == 0:
-    print(line, file=sys.stderr, flush=True)
+class _LibraryFilter(std_logging.Filter):
+  """Drops library records below ERROR (Orbax reports every save at INFO and
+  benign notes at WARNING); the project's own warnings still show."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname
+                for lib in ("orbax", "tensorflow_datasets", "grain"))
+    return record.levelno >= std_logging.ERROR or not noisy
+
+
+def quiet_library_logs() -> None:
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for handler in std_logging.getLogger().handlers + [
+      absl_logging.get_absl_handler()]:
+    handler.addFilter(_LibraryFilter())

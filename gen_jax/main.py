@@ -11,9 +11,9 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from gen_jax import config as config_lib
+from gen_jax import logging as log_lib
 from gen_jax.errors import UserError
 
 _EXPERIMENTS = ", ".join(config_lib.list_experiments())
@@ -54,8 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
-    # Library INFO logs (Orbax reports every save) drown the progress lines.
-    logging.set_verbosity(logging.WARNING)
+    log_lib.quiet_library_logs()
   # Imported here so that --help and flag errors answer fast.
   from gen_jax import parallel  # pylint: disable=g-import-not-at-top
   from gen_jax import train  # pylint: disable=g-import-not-at-top
@@ -70,7 +69,18 @@ def main(argv):
     train.sample(config, _WORKDIR.value)
 
 
+def _print_help() -> None:
+  lines = [__doc__.strip(), "", "Experiments:"]
+  for name in config_lib.list_experiments():
+    lines.append(f"  {name:<22} {config_lib.describe(name)}")
+  lines += ["", "Flags:", flags.FLAGS.main_module_help().split("\n", 1)[-1]]
+  print("\n".join(lines))
+
+
 def run():
+  if any(a in ("-h", "--help", "--helpshort", "-?") for a in sys.argv[1:]):
+    _print_help()
+    sys.exit(0)
   argv = _split_overrides(sys.argv)
   try:
     app.run(main, argv=argv)
