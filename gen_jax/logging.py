@@ -16,11 +16,12 @@ import numpy as np
 class MetricLogger:
   """Writes each logged step to `metrics.jsonl` and TensorBoard; prints progress.
 
-  Every process may call it; only process 0 writes or prints.
+  Every process may call it; only process 0 writes or prints. A `resumed`
+  trainer first drops the rows past its checkpoint, which it will log again.
   """
 
   def __init__(self, workdir: str | pathlib.Path, total_steps: int,
-               start_step: int = 0):
+               start_step: int = 0, resumed: bool = False):
     self.active = jax.process_index() == 0
     self.total_steps = total_steps
     self._t0, self._step0 = time.time(), start_step
@@ -28,7 +29,10 @@ class MetricLogger:
     self._tb = None
     if self.active:
       workdir = pathlib.Path(workdir)
-      self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
+      path = workdir / "metrics.jsonl"
+      if resumed and path.exists():  # re-logs the steps after its checkpoint
+        _drop_rows_after(path, start_step)
+      self._jsonl = open(path, "a", buffering=1)
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"),
                                             flush_secs=10)
@@ -71,6 +75,19 @@ class MetricLogger:
     if self.active:
       self._jsonl.close()
       self._tb.close()
+
+
+def _drop_rows_after(path: pathlib.Path, step: int) -> None:
+  kept = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError):
+      pass  # a line cut short by a kill
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(l + "\n" for l in kept))
+  os.replace(tmp, path)
 
 
 def _duration(seconds: float) -> str:

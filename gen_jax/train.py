@@ -12,7 +12,6 @@ import pathlib
 import time
 from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -166,7 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tc = config.train
   ckpt = checkpointing.Checkpointer(run.workdir, keep=tc.keep_ckpts)
   state, start = _restore_or_init(run, ckpt, with_data=True)
-  logger = log_lib.MetricLogger(run.workdir, tc.num_steps, start)
+  logger = log_lib.MetricLogger(run.workdir, tc.num_steps, start,
+                                resumed=True)
   logger.text(f"{config.family} on {run.data.dataset} "
               f"({run.data.num_train} train / {run.data.num_eval} eval); "
               f"{jax.device_count()} {jax.default_backend()} devices, "
@@ -247,16 +247,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logger.close()
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str
-             ) -> dict[str, float]:
-  """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
+def _restore_latest(config: ml_collections.ConfigDict, workdir: str
+                    ) -> tuple[Run, PyTree, int]:
+  """The run and its latest train state, read-only (a trainer may be running)."""
   run = setup(config, workdir, write_config=False)
   ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
   try:
     step = ckpt.latest_step()
-    state = ckpt.restore(run.abstract_state, step)
+    return run, ckpt.restore(run.abstract_state, step), step
   finally:
     ckpt.close()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str
+             ) -> dict[str, float]:
+  """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
+  run, state, step = _restore_latest(config, workdir)
   result = run_eval(run, state, final=True)
   if jax.process_index() == 0:
     logger = log_lib.MetricLogger(run.workdir, step, step)
@@ -273,16 +279,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
 def sample(config: ml_collections.ConfigDict, workdir: str
            ) -> list[pathlib.Path]:
   """`--mode=sample`: writes the family's pictures from the latest checkpoint."""
-  run = setup(config, workdir, write_config=False)
-  ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
-  try:
-    step = ckpt.latest_step()
-    state = ckpt.restore(run.abstract_state, step)
-  finally:
-    ckpt.close()
+  run, state, step = _restore_latest(config, workdir)
   key = jax.random.fold_in(run.keys["sample"], step)
   paths = write_pictures(run, state, step, key, prefix="sample_")
   if jax.process_index() == 0:
     print("wrote " + ", ".join(str(p) for p in paths), flush=True)
-  logging.info("Sampled from step %d.", step)
   return paths

@@ -162,3 +162,6 @@ def test_sigkill_at_any_moment_never_breaks_the_next_start(data_dir, tmp_path):
                   f"--config.train.num_steps={before + 3}"], data_dir).stdout
   assert f"resuming at step {before}" in out
   assert f"step {before + 3}/{before + 3}" in out
+  steps = [json.loads(l)["step"] for l in open(wd / "metrics.jsonl")
+           if '"train"' in l]
+  assert steps == sorted(set(steps))  # no step logged twice across the kills

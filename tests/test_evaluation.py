@@ -1,0 +1,40 @@
+"""Shared pieces: sample grids, EMA, optimizer schedules."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from gen_jax import optim
+from gen_jax.evaluation import grids
+from gen_jax.families import base
+
+
+def test_grid_places_images_row_major(tmp_path):
+  images = np.stack([np.full((3, 2, 1), v, np.float32) for v in (0.0, 0.5, 1.0)])
+  grid = grids.make_grid(images, ncols=2, pad=1)
+  assert grid.shape == (2 * 4 + 1, 2 * 3 + 1, 1)
+  assert grid[1, 1, 0] == 0.0 and grid[1, 4, 0] == 0.5 and grid[5, 1, 0] == 1.0
+  assert grid[5, 4, 0] == 1.0  # the empty cell stays white
+  grids.save_png(tmp_path / "g.png", grid, scale=3)
+  png = np.asarray(Image.open(tmp_path / "g.png"))
+  assert png.shape == (27, 21) and png[3, 12] == 128
+
+
+def test_ema_update_is_the_exponential_average():
+  ema = {"w": jnp.zeros(3)}
+  for _ in range(3):
+    ema = base.ema_update(ema, {"w": jnp.ones(3)}, 0.9)
+  np.testing.assert_allclose(ema["w"], 1 - 0.9**3, rtol=1e-6)
+
+
+def test_learning_rate_schedules():
+  train = ml_collections.ConfigDict(dict(
+      learning_rate=1.0, lr_schedule="cosine", warmup_steps=10, num_steps=110,
+      grad_clip_norm=0.0, weight_decay=0.0))
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  train.lr_schedule = "constant"
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(5), lr(10), lr(1000)], [0.5, 1.0, 1.0])
