@@ -2,17 +2,18 @@
 
 import setuptools
 
-# Ranges are the ones the test suite has run against; the fast-moving libraries
-# (jax, flax, orbax-checkpoint, grain) are pinned to the minor versions tested.
+# The fast-moving libraries (jax, flax, orbax-checkpoint, grain) are held to the
+# minor versions the test suite runs against (jax 0.10.2, flax 0.12.8,
+# orbax-checkpoint 0.12.8, grain 0.2.18, optax 0.2.8, tfds 4.9.10, chex 0.1.92).
 INSTALL_REQUIRES = [
-    "jax>=0.10.0,<0.13",
-    "flax>=0.12.0,<0.13",
-    "optax>=0.2.5,<0.3",
-    "orbax-checkpoint>=0.12.0,<0.13",
-    "tensorflow-datasets>=4.9.9,<4.10",
+    "jax>=0.10.0,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorflow-datasets>=4.9.10,<4.10",
     "importlib_resources>=6.0",  # tfds without TensorFlow needs it.
-    "grain>=0.2.12,<0.3",
-    "chex>=0.1.90,<0.2",
+    "grain>=0.2.18,<0.3",
+    "chex>=0.1.92,<0.2",
     "absl-py>=2.1,<3",
     "ml_collections>=1.0,<2",
     "numpy>=1.26,<3",
