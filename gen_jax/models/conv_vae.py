@@ -72,8 +72,8 @@ class Decoder(nnx.Module):
     self.start = (h, w, cfg.channels[-1])
     self.hidden = nnx.Linear(cfg.latent_dim + cfg.num_classes, cfg.hidden_dim,
                              dtype=dtype, rngs=rngs)
-    self.proj = nnx.Linear(cfg.hidden_dim, h * w * cfg.channels[-1],
-                           dtype=dtype, rngs=rngs)
+    self.proj = nnx.Linear(cfg.hidden_dim + cfg.num_classes,
+                           h * w * cfg.channels[-1], dtype=dtype, rngs=rngs)
     # Upsampling by sub-pixel convolution (conv to 4x channels, then
     # depth-to-space): as expressive as a stride-2 transposed conv and far
     # cheaper to differentiate on CPU. Channels mirror the encoder's, halving
@@ -94,6 +94,8 @@ class Decoder(nnx.Module):
     if self.cfg.num_classes:
       h = jnp.concatenate([h, y_onehot_BK.astype(h.dtype)], -1)
     h = nnx.silu(self.hidden(h))
+    if self.cfg.num_classes:  # the label again, so the decoder cannot lose it
+      h = jnp.concatenate([h, y_onehot_BK.astype(h.dtype)], -1)
     h = nnx.silu(self.proj(h)).reshape(h.shape[0], *self.start)
     for upconv in self.upconvs:
       h = nnx.silu(depth_to_space(upconv(h)))
