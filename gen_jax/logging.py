@@ -12,6 +12,8 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
+from gen_jax.errors import UserError
+
 
 class MetricLogger:
   """Writes each logged step to `metrics.jsonl` and TensorBoard; prints progress.
@@ -103,7 +105,6 @@ def fail_on_nonfinite(step: int, metrics: Mapping[str, float]) -> None:
   """Stops the run on NaN/Inf, naming the step and the metric."""
   for k, v in metrics.items():
     if not np.all(np.isfinite(v)):
-      from gen_jax.errors import UserError  # pylint: disable=g-import-not-at-top
       raise UserError(f"Training diverged: metric '{k}' is {float(v)} at step "
                       f"{step}. Try a lower --config.train.learning_rate or "
                       "--config.train.grad_clip_norm.")

@@ -14,7 +14,6 @@ which bits/dim of the 8-bit data is also reported.
 
 import math
 
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ import numpy as np
 import optax
 
 from gen_jax import optim
+from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
 from gen_jax.families import base, register
 from gen_jax.models import conv_vae
@@ -70,7 +70,6 @@ class VAE(base.Family):
     m = config.model
     self.likelihood = m.likelihood
     if self.likelihood not in ("bernoulli", "gaussian"):
-      from gen_jax.errors import UserError  # pylint: disable=g-import-not-at-top
       raise UserError(f"--config.model.likelihood: '{self.likelihood}' is not "
                       "one of bernoulli, gaussian.")
     self.beta = m.beta
