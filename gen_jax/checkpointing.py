@@ -74,6 +74,10 @@ class Checkpointer:
     logging.info("Restored step %d from %s.", step, self.directory)
     return restored["state"]
 
+  def reached_preemption(self, step: int) -> bool:
+    """True at the step all hosts agreed to save at after a preemption notice."""
+    return self._manager.reached_preemption(step)
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

@@ -14,6 +14,8 @@ from absl import flags
 
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
+from gen_jax import parallel
+from gen_jax import train as train_lib
 from gen_jax.errors import UserError
 
 _EXPERIMENTS = ", ".join(config_lib.list_experiments())
@@ -55,18 +57,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     log_lib.quiet_library_logs()
-  # Imported here so that --help and flag errors answer fast.
-  from gen_jax import parallel  # pylint: disable=g-import-not-at-top
-  from gen_jax import train  # pylint: disable=g-import-not-at-top
   config = config_lib.get_config(_EXP.value, _OVERRIDES)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _MODE.value == "train":
-    train.train_and_evaluate(config, _WORKDIR.value)
+    train_lib.train_and_evaluate(config, _WORKDIR.value)
   elif _MODE.value == "eval":
-    train.evaluate(config, _WORKDIR.value)
+    train_lib.evaluate(config, _WORKDIR.value)
   else:
-    train.sample(config, _WORKDIR.value)
+    train_lib.sample(config, _WORKDIR.value)
 
 
 def _print_help() -> None:
@@ -87,6 +86,9 @@ def run():
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train_lib.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM, what a scheduler expects of a killed job
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -26,6 +28,38 @@ from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
 
 PyTree = Any
+
+
+class Preempted(Exception):
+  """Raised after a preemption notice (SIGTERM) once a checkpoint is saved."""
+
+  def __init__(self, step: int):
+    super().__init__(f"Preempted at step {step}: checkpoint saved; re-run the "
+                     "same command to resume.")
+    self.step = step
+
+
+class _PreemptionWatch:
+  """Notices SIGTERM. One process: our own handler. Several: JAX's preemption
+  service, which picks the same step on every host (via Orbax)."""
+
+  def __init__(self, ckpt: checkpointing.Checkpointer):
+    self._ckpt = ckpt
+    self._flag = threading.Event()
+    self._previous = None
+    if (jax.process_count() == 1 and
+        threading.current_thread() is threading.main_thread()):
+      self._previous = signal.signal(signal.SIGTERM,
+                                     lambda *_: self._flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self._ckpt.reached_preemption(step)
+    return self._flag.is_set()
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclasses.dataclass
@@ -193,6 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       window.append(host)
       pending = None
 
+  watch = _PreemptionWatch(ckpt)
   try:
     compiled = None
     for step in range(start, tc.num_steps):
@@ -207,7 +242,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       drain()  # the previous step's metrics; the device is busy with this one
       pending = (step + 1, metrics)
       done = step + 1
-      stopping = stop_after is not None and done - start >= stop_after
+      preempted = watch.reached(done)
+      stopping = preempted or (stop_after is not None and
+                               done - start >= stop_after)
       last = done == tc.num_steps
       if done % tc.log_every == 0 or last:
         drain()
@@ -219,6 +256,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         ckpt.save(done, state, run.data.train)
       if stopping and not last:
         drain()
+        if preempted:
+          ckpt.wait()
+          raise Preempted(done)
         logger.text(f"Stopping at step {done} as asked; re-run to resume.")
         return {}
       if done % tc.eval_every == 0 and not last:
@@ -243,6 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      jax.random.fold_in(run.keys["sample"], final_step), logger)
     return result
   finally:
+    watch.close()
     ckpt.close()
     logger.close()
 

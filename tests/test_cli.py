@@ -165,3 +165,28 @@ def test_sigkill_at_any_moment_never_breaks_the_next_start(data_dir, tmp_path):
   steps = [json.loads(l)["step"] for l in open(wd / "metrics.jsonl")
            if '"train"' in l]
   assert steps == sorted(set(steps))  # no step logged twice across the kills
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(data_dir, tmp_path):
+  wd = tmp_path / "preempted"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "gen_jax.main", "--exp=vae_mnist:smoke",
+       f"--workdir={wd}", *SMALL, "--config.train.num_steps=100000",
+       "--config.train.ckpt_every=1000"],
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not (wd / "metrics.jsonl").exists():
+    time.sleep(0.05)
+  while time.time() < deadline and (wd / "metrics.jsonl").stat().st_size == 0:
+    time.sleep(0.05)  # training is under way: the first log line is written
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err
+  line = [l for l in err.splitlines() if l.startswith("Preempted at step")]
+  assert len(line) == 1, err
+  step = int(line[0].split()[3].rstrip(":"))
+  assert step >= 5  # no regular checkpoint before step 1000: this one is new
+  assert checkpointing.Checkpointer(wd, read_only=True).latest_step() == step
