@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -74,6 +75,7 @@ class Run:
   abstract_state: PyTree  # ShapeDtypeStructs carrying the shardings
   init_batch: dict[str, jax.Array]
   keys: dict[str, jax.Array]
+  eval_fns: dict[bool, Any] = dataclasses.field(default_factory=dict)
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
@@ -135,12 +137,16 @@ def _restore_or_init(run: Run, ckpt: checkpointing.Checkpointer,
 
 
 def _eval_fn(run: Run, final: bool):
+  """The compiled eval step, built once per run and value of `final`."""
+  if final in run.eval_fns:
+    return run.eval_fns[final]
   batch_sharding = parallel.batch_sharding(run.mesh)
-  return jax.jit(
+  run.eval_fns[final] = jax.jit(
       lambda s, b, k: run.family.eval_step(s, b, k, final=final),
       in_shardings=(run.state_shardings, batch_sharding,
                     parallel.replicated(run.mesh)),
       out_shardings=parallel.replicated(run.mesh))
+  return run.eval_fns[final]
 
 
 def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
@@ -150,8 +156,9 @@ def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
   for i, local in enumerate(run.data.eval_batches()):
     batch = parallel.global_batch(local, run.mesh)
     sums = eval_step(state, batch, jax.random.fold_in(run.keys["eval"], i))
-    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    totals = jax.device_get(totals)
+    # Summed on the device; fetched once, so batches are dispatched back to back.
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
   return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
 
 
