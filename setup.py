@@ -33,6 +33,8 @@ EXTRAS_REQUIRE = {
         "tensorboard>=2.16",  # Reads the event files back in the logging test.
         "scipy>=1.11",
     ],
+    # The torch-fidelity Inception parity test (torch-fidelity: see .ci/run).
+    "parity": ["torch==2.13.0", "tqdm"],
 }
 
 setuptools.setup(
