@@ -47,13 +47,13 @@ def feature_statistics(features_ND) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sqrt_psd(sigma_DD: np.ndarray) -> np.ndarray:
-  """Symmetric square root of a PSD matrix; round-off negative eigenvalues -> 0."""
+  """Symmetric square root of a PSD matrix (negative round-off -> 0)."""
   w, v = np.linalg.eigh(sigma_DD)
   return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
 def trace_sqrt_product(sigma1_DD, sigma2_DD) -> float:
-  """tr((S1 S2)^1/2) for symmetric PSD S1, S2: the nuclear norm of S1^1/2 S2^1/2."""
+  """tr((S1 S2)^1/2) of PSD S1, S2: the nuclear norm of S1^1/2 S2^1/2."""
   a_DD = (_sqrt_psd(np.asarray(sigma1_DD, np.float64))
           @ _sqrt_psd(np.asarray(sigma2_DD, np.float64)))
   return float(np.sum(np.linalg.svd(a_DD, compute_uv=False)))
