@@ -60,6 +60,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = -1  # -1: the whole held-out split
   c.eval.num_samples = 64  # images in a sample grid
+  # Sample quality (image families; final eval and --mode=eval): Fréchet
+  # distance, precision/recall, class accuracy / Inception Score of this many
+  # samples against the held-out split. 0 turns it off.
+  c.eval.quality_samples = 0
+  c.eval.quality_features = "mnist_classifier"  # | 'inception_v3'
+  c.eval.classifier_workdir = ""  # '' -> ~/.cache/gen_jax/mnist_classifier
+  c.eval.inception_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth
+  c.eval.stats_dir = ""  # reference statistics cache; '' -> ~/.cache/gen_jax
+
+  # Sampler options of families that have them (e.g. diffusion's sampler,
+  # num_steps, guidance_scale); --sampler/--num_steps/--guidance_scale set them.
+  c.sample = ml_collections.ConfigDict()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data",)
@@ -117,13 +129,16 @@ def load_module(name: str):
   return module
 
 
-def get_config(exp: str,
-               overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def get_config(exp: str, overrides: Sequence[str] = (),
+               flag_names: dict[str, str] | None = None
+               ) -> ml_collections.ConfigDict:
   """Loads `experiments/NAME.py` (`NAME[:ARG]`) and applies `--config.*` overrides.
 
   Args:
     exp: experiment name, optionally with ':ARG' (e.g. 'vae_mnist:smoke').
     overrides: strings 'a.b.c=value' (the part after '--config.').
+    flag_names: keys set by a flag of their own (e.g. 'sample.sampler' by
+      --sampler), so an error names the flag the user typed.
 
   Returns:
     The resolved, locked config.
@@ -131,6 +146,11 @@ def get_config(exp: str,
   name, _, arg = exp.partition(":")
   module = load_module(name)
   config = module.get_config(arg or None)
+  valid = flat_keys(config)
+  for key, flag in (flag_names or {}).items():
+    if key not in valid and any(o.startswith(key + "=") for o in overrides):
+      raise UserError(f"{flag}: experiment '{name}' has no option {key} "
+                      f"(its family, '{config.family}', takes no {flag}).")
   apply_overrides(config, overrides)
   validate(config)
   config.lock()
@@ -218,6 +238,7 @@ _CHOICES = {
     "data.source": ("auto", "tfds", "embedded"),
     "train.dtype": ("float32", "bfloat16"),
     "train.lr_schedule": ("constant", "cosine"),
+    "eval.quality_features": ("mnist_classifier", "inception_v3"),
 }
 
 

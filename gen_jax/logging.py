@@ -92,6 +92,28 @@ def _drop_rows_after(path: pathlib.Path, step: int) -> None:
   os.replace(tmp, path)
 
 
+class Progress:
+  """'LABEL done/total (rate/s, ETA)' lines for long non-training work, at
+  most one per `every` seconds (and the last); process 0 only."""
+
+  def __init__(self, label: str, total: int, unit: str = "",
+               every: float = 10.0):
+    self.label, self.total, self.unit, self.every = label, total, unit, every
+    self._t0 = self._last = time.time()
+
+  def __call__(self, done: int, note: str = "") -> None:
+    now = time.time()
+    if jax.process_index() != 0 or (now - self._last < self.every and
+                                    done < self.total):
+      return
+    self._last = now
+    rate = done / max(now - self._t0, 1e-9)
+    eta = (self.total - done) / rate if rate > 0 else math.inf
+    extra = f" {note}" if note else ""
+    print(f"{self.label} {done}/{self.total}{self.unit}{extra} | "
+          f"{rate:.3g}{self.unit}/s | ETA {_duration(eta)}", flush=True)
+
+
 def _duration(seconds: float) -> str:
   if not math.isfinite(seconds):
     return "?"

@@ -33,6 +33,15 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
                                       "With --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1,
                                    "With --coordinator_address.")
+# Sampler options, for families that have them (config.sample.*).
+_SAMPLER = flags.DEFINE_string(
+    "sampler", None, "Sampler of --mode=sample/eval, e.g. ddpm|ddim "
+    "(sets --config.sample.sampler).")
+_NUM_STEPS = flags.DEFINE_integer(
+    "num_steps", None, "Sampling steps (sets --config.sample.num_steps).")
+_GUIDANCE = flags.DEFINE_float(
+    "guidance_scale", None, "Classifier-free guidance scale: 0 unconditional, "
+    "1 conditional, >1 guided (sets --config.sample.guidance_scale).")
 flags.register_validator("exp", lambda v: v is not None,
                          f"--exp is required. One of: {_EXPERIMENTS}.")
 flags.register_validator("workdir", lambda v: v is not None,
@@ -57,7 +66,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     log_lib.quiet_library_logs()
-  config = config_lib.get_config(_EXP.value, _OVERRIDES)
+  sampler_flags = {"sampler": _SAMPLER.value, "num_steps": _NUM_STEPS.value,
+                   "guidance_scale": _GUIDANCE.value}
+  config = config_lib.get_config(_EXP.value, _OVERRIDES + [
+      f"sample.{k}={v}" for k, v in sampler_flags.items() if v is not None],
+      flag_names={f"sample.{k}": f"--{k}" for k in sampler_flags})
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _MODE.value == "train":

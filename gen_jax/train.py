@@ -27,6 +27,7 @@ from gen_jax import parallel
 from gen_jax.data import pipeline
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
+from gen_jax.evaluation import sample_quality
 
 PyTree = Any
 
@@ -162,6 +163,70 @@ def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
   return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
 
 
+def generate(run: Run, state: PyTree, num: int, key: jax.Array,
+             labels: np.ndarray | None = None
+             ) -> tuple[np.ndarray, float]:
+  """`num` samples in batches of data.eval_batch_size laid over the mesh,
+  with progress; returns them on the host and the seconds per sample."""
+  per_call = run.config.data.eval_batch_size
+  sharding = parallel.batch_sharding(run.mesh)
+  progress = log_lib.Progress("sampled", num, " images")
+  chunks, t0 = [], time.time()
+  for start in range(0, num, per_call):
+    batch_labels = None if labels is None else np.resize(
+        labels[start:start + per_call], per_call)
+    done = len(chunks) * per_call
+
+    def report(steps, total, done=done):
+      progress(done, f"(batch at step {steps}/{total})")
+
+    images = run.family.sample(state, jax.random.fold_in(key, start),
+                               per_call, batch_labels, sharding, report)
+    chunks.append(parallel.to_host(images))
+    progress(min(start + per_call, num))
+  seconds = (time.time() - t0) / max(num, 1)
+  return np.concatenate(chunks)[:num], seconds
+
+
+def _ensure_classifier(config: ml_collections.ConfigDict) -> None:
+  """Trains the MNIST feature classifier once if its workdir has none."""
+  workdir = sample_quality.classifier_workdir(config)
+  if any((workdir / "checkpoints").glob("[0-9]*")):
+    return
+  print(f"Sample quality uses the project's MNIST classifier; training it "
+        f"once into {workdir} (python -m gen_jax.main --exp=mnist_classifier "
+        f"--workdir={workdir}).", flush=True)
+  overrides = [f"data.source={config.data.source}",
+               f"data.data_dir={config.data.data_dir}"]
+  train_and_evaluate(config_lib.get_config("mnist_classifier", overrides),
+                     str(workdir))
+
+
+def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
+  """Fréchet distance etc. of eval.quality_samples samples vs the eval split."""
+  config = run.config
+  if config.eval.quality_features == "mnist_classifier":
+    _ensure_classifier(config)
+  extractor = sample_quality.make_extractor(config)
+
+  def real_images():
+    for local in run.data.eval_batches():
+      batch = parallel.to_host(parallel.global_batch(local, run.mesh))
+      yield batch["image"][batch["mask"] > 0]
+  reference = sample_quality.reference_features(
+      extractor, config, f"{run.data.dataset}-eval{run.data.num_eval}",
+      real_images())
+  num = config.eval.quality_samples
+  labels = (np.arange(num) % run.family.num_classes
+            if run.family.num_classes else None)
+  samples, seconds = generate(run, state, num,
+                              jax.random.fold_in(run.keys["sample"], -1),
+                              labels)
+  result = sample_quality.evaluate(extractor, samples, reference, labels)
+  result["sample_seconds_per_image"] = seconds
+  return result
+
+
 def write_pictures(run: Run, state: PyTree, step: int, key: jax.Array,
                    logger: log_lib.MetricLogger | None = None,
                    prefix: str = "") -> list[pathlib.Path]:
@@ -282,6 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final_step = max(start, tc.num_steps)
     t0 = time.time()
     result = run_eval(run, state, final=True)
+    if config.eval.quality_samples > 0:
+      result.update(run_sample_quality(run, state))
     logger.write(final_step, "eval", result)
     logger.text(f"final eval @ {final_step} ({time.time() - t0:.0f}s): " +
                 ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
@@ -312,12 +379,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
   """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
   run, state, step = _restore_latest(config, workdir)
   result = run_eval(run, state, final=True)
+  if config.eval.quality_samples > 0:
+    result.update(run_sample_quality(run, state))
   if jax.process_index() == 0:
     logger = log_lib.MetricLogger(run.workdir, step, step)
     logger.write(step, "eval", result)
     logger.close()
     out = run.workdir / f"eval_step_{step}.json"
-    out.write_text(json.dumps({"step": step, **result}, indent=2))
+    out.write_text(json.dumps({"step": step, "sample": config.sample.to_dict(),
+                               **result}, indent=2))
     print(f"eval @ step {step}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in result.items()) + f"\nwrote {out}",
           flush=True)

@@ -29,4 +29,5 @@ def build(config: ml_collections.ConfigDict) -> Family:
 def _import_all() -> None:
   # Importing a family module registers it.
   from gen_jax.families import classifier  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import diffusion  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import vae  # pylint: disable=g-import-not-at-top,unused-import

@@ -6,7 +6,7 @@ its sampler and its eval metrics. The trainer compiles `train_step` and
 """
 
 import abc
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax
 from flax import nnx
@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 import ml_collections
 import numpy as np
+
+from gen_jax.errors import UserError
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -37,6 +39,8 @@ class TrainState:
 
 class Family(abc.ABC):
   """What every generative family provides. All array methods are pure."""
+
+  num_classes: int = 0  # > 0: samples are conditioned on a class label
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -71,6 +75,20 @@ class Family(abc.ABC):
 
     'samples' is the sample grid; other names (reconstructions, ...) are extra.
     """
+
+  def sample(self, state: PyTree, key: jax.Array, num: int,
+             labels: np.ndarray | None = None,
+             sharding: jax.sharding.Sharding | None = None,
+             progress: Callable[[int, int], None] | None = None) -> jax.Array:
+    """`num` samples: [num, H, W, C] images in [0, 1] (token families: ids).
+
+    Runs on the host and may make several compiled calls (a long sampling
+    chain reports `progress(done, total)` between them). `labels` ([num] class
+    ids) condition a family with `num_classes > 0`; `sharding` lays the batch
+    over the device mesh.
+    """
+    raise UserError(f"The '{self.config.family}' family does not generate "
+                    "samples.")
 
   def partition_rules(self) -> tuple[tuple[str, PartitionSpec], ...]:
     """(regex over the state path, PartitionSpec) pairs; default: replicate."""

@@ -87,7 +87,8 @@ class VAE(base.Family):
         lambda: conv_vae.ConvVAE(self.model_cfg, rngs=nnx.Rngs(0)))
     self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
     self.num_pixels = int(np.prod(config.data.image_shape))
-    self._sample_jit = jax.jit(self.sample, static_argnums=2)
+    self.num_classes = m.num_classes
+    self._sample_jit = jax.jit(self._sample, static_argnums=2)
     self._reconstruct_jit = jax.jit(self._reconstruct)
     self._interpolate_jit = jax.jit(self._interpolate)
 
@@ -224,8 +225,14 @@ class VAE(base.Family):
 
   # --- sampling and pictures ----------------------------------------------
 
-  def sample(self, state, key, num: int, labels=None):
+  def sample(self, state, key, num, labels=None, sharding=None, progress=None):
     """Mean images of p(x|z), z ~ N(0, I) -> [num, H, W, C] in [0, 1]."""
+    del sharding, progress  # one small compiled call
+    if labels is not None:
+      labels = jnp.asarray(labels, jnp.int32)
+    return self._sample_jit(state, key, num, labels)
+
+  def _sample(self, state, key, num: int, labels=None):
     model = self._model(self.eval_params(state), state.rest)
     z = jax.random.normal(key, (num, self.model_cfg.latent_dim))
     y = None

@@ -1,0 +1,232 @@
+"""Diffusion: the forward process, posterior, schedules, bound, samplers, U-Net."""
+
+import math
+
+import chex
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_jax import config as config_lib
+from gen_jax import families
+from gen_jax.families import base
+from gen_jax.families import diffusion
+from gen_jax.models import unet
+
+
+def _family(overrides=(), exp="ddpm_mnist:smoke"):
+  return families.build(config_lib.get_config(exp, list(overrides)))
+
+
+def _predict(family, params, rest, x, t, y=None, guidance_scale=1.0):
+  """family.predict, compiled (eager U-Net calls are slow)."""
+  fn = jax.jit(lambda p, r, x, t, y: family.predict(
+      family._net(p, r), x, t, y, guidance_scale))
+  return fn(params, rest, x, t, y)
+
+
+def _state(family, batch_size=4):
+  batch = {"image": jnp.zeros((batch_size, 28, 28, 1), jnp.uint8),
+           "label": jnp.zeros((batch_size,), jnp.int32)}
+  return family.init(jax.random.key(0), batch)
+
+
+def test_linear_schedule_alpha_bar_at_T():
+  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  # DDPM's linear schedule ends at abar_T = 4.04e-5 (sqrt: 6.35e-3).
+  assert sched.alphas_cumprod[-1] == pytest.approx(4.0358e-5, rel=1e-3)
+  assert sched.betas[0] == 1e-4 and sched.betas[-1] == pytest.approx(0.02)
+
+
+def test_cosine_schedule():
+  betas = diffusion.make_betas("cosine", 1000)
+  sched = diffusion.make_schedule(betas)
+  assert np.all(np.diff(sched.alphas_cumprod) < 0)
+  assert betas.max() <= 0.999 and betas.min() > 0
+  # abar(t) = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), at t = T/2.
+  f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+  assert sched.alphas_cumprod[499] == pytest.approx(f(0.5) / f(0.0), rel=1e-6)
+
+
+def test_forward_process_closed_form_matches_iterated_steps():
+  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  rng = np.random.default_rng(0)
+  x0 = np.array([0.9, -0.4, 0.0])
+  n, t = 200_000, 300
+  x = np.broadcast_to(x0, (n, 3)).copy()
+  for beta in sched.betas[:t]:  # q(x_t | x_{t-1}) = N(sqrt(1-b) x, b)
+    x = math.sqrt(1 - beta) * x + math.sqrt(beta) * rng.standard_normal(x.shape)
+  abar = sched.alphas_cumprod[t - 1]
+  np.testing.assert_allclose(x.mean(0), math.sqrt(abar) * x0, atol=0.01)
+  np.testing.assert_allclose(x.var(0), 1 - abar, rtol=0.01)
+  # ... and q_sample draws from the same closed form.
+  eps = jnp.asarray(rng.standard_normal((n, 1, 1, 3)), jnp.float32)
+  xt = diffusion.q_sample(sched, jnp.asarray(x0, jnp.float32)[None, None, None],
+                          jnp.full((n,), t - 1), eps)
+  np.testing.assert_allclose(np.asarray(xt).mean(0).ravel(),
+                             math.sqrt(abar) * x0, atol=0.01)
+
+
+def test_posterior_matches_bayes_rule():
+  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  x0, xt = 0.7, -0.2
+  for t in (1, 10, 500, 999):
+    beta, abar_prev = sched.betas[t], sched.alphas_cumprod_prev[t]
+    # prior x_{t-1} | x_0 and likelihood x_t | x_{t-1}, both Gaussian.
+    precision = 1 / (1 - abar_prev) + (1 - beta) / beta
+    var = 1 / precision
+    mean = var * (math.sqrt(abar_prev) * x0 / (1 - abar_prev)
+                  + math.sqrt(1 - beta) * xt / beta)
+    got_mean, got_logvar = diffusion.q_posterior(
+        sched, jnp.full((1, 1, 1, 1), x0), jnp.full((1, 1, 1, 1), xt),
+        jnp.array([t]))
+    assert float(got_mean[0, 0, 0, 0]) == pytest.approx(mean, rel=1e-5)
+    assert math.exp(float(got_logvar[0, 0, 0, 0])) == pytest.approx(
+        var, rel=1e-5)
+    assert sched.posterior_variance[t] == pytest.approx(var, rel=1e-9)
+
+
+def test_discretized_gaussian_is_a_distribution_over_256_values():
+  values = jnp.linspace(-1.0, 1.0, 256)[:, None, None, None]
+  for mean, log_scale in ((0.1, math.log(0.01)), (-0.95, math.log(0.3)),
+                          (0.999, math.log(1e-3)), (0.2, 1.0)):
+    logp = diffusion.discretized_gaussian_log_likelihood(
+        values, jnp.full_like(values, mean), jnp.full_like(values, log_scale))
+    assert float(jnp.sum(jnp.exp(logp))) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_normal_kl_closed_form():
+  kl = diffusion.normal_kl(jnp.array(1.0), jnp.log(jnp.array(4.0)),
+                           jnp.array(0.0), jnp.array(0.0))
+  # KL(N(1, 4) || N(0, 1)) = 0.5 (4 + 1 - 1 - log 4)
+  assert float(kl) == pytest.approx(0.5 * (4.0 - math.log(4.0)), rel=1e-6)
+
+
+def test_stratified_bound_is_exact_at_full_strata_and_unbiased():
+  fam = _family(["model.num_timesteps=12"])
+  # A cheap closed-form "network", so many draws of the estimator are affordable.
+  net = lambda x, t, y=None: 0.3 * x + 0.01 * t[:, None, None, None]
+  x0 = jnp.linspace(-1, 1, 2 * 28 * 28).reshape(2, 28, 28, 1)
+
+  def exact(k):  # every term of the sum
+    keys = jax.random.split(k, 12)
+    terms = [fam.vlb_term(net, x0, jnp.full((2,), t), keys[t])
+             for t in range(12)]
+    return sum(terms) + fam.prior_kl(x0)
+
+  keys = jax.random.split(jax.random.key(3), 2000)
+  exact_draws = jax.vmap(exact)(keys)
+  full_draws = jax.vmap(lambda k: fam.vlb(net, x0, k, 11))(keys)
+  strat_draws = jax.vmap(lambda k: fam.vlb(net, x0, k, 3))(keys)
+  exact_mean = jnp.mean(exact_draws, 0)
+  np.testing.assert_allclose(jnp.mean(full_draws, 0), exact_mean, rtol=1e-3)
+  # Unbiased: the stratified mean is within 4 standard errors of the exact one.
+  stderr = jnp.sqrt(jnp.var(strat_draws, 0) / len(keys) +
+                    jnp.var(exact_draws, 0) / len(keys))
+  assert bool(jnp.all(jnp.abs(jnp.mean(strat_draws, 0) - exact_mean)
+                      < 4 * stderr))
+  assert float(jnp.min(jnp.var(strat_draws, 0))) > 0  # it does sample
+
+
+def test_v_and_eps_predictions_are_consistent():
+  for prediction in ("eps", "v"):
+    fam = _family([f"model.prediction={prediction}"])
+    state = _state(fam)
+    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+    t = jnp.array([0, 40, 99])
+    eps, x0 = _predict(fam, state.params, state.rest, x, t)
+    abar = diffusion._at(fam.sched.alphas_cumprod, t)
+    np.testing.assert_allclose(jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * eps,
+                               x, atol=1e-4)
+
+
+def test_guidance_scale_zero_is_the_unconditional_model():
+  fam = _family(["model.num_classes=10"])
+  state = _state(fam)
+  # Non-trivial class embedding and output layer, so the test can fail.
+  params = jax.tree.map(
+      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
+      state.params)
+  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+  t, y = jnp.array([3, 30, 60, 90]), jnp.array([1, 2, 3, 4])
+  predict = lambda y, s=1.0: _predict(fam, params, state.rest, x, t, y, s)[0]
+  eps_guided = predict(y, 0.0)
+  eps_uncond = predict(jnp.full((4,), 10))
+  eps_cond = predict(y)
+  np.testing.assert_allclose(eps_guided, eps_uncond, atol=1e-5)
+  assert float(jnp.max(jnp.abs(eps_cond - eps_uncond))) > 1e-3
+  eps_3 = predict(y, 3.0)
+  np.testing.assert_allclose(eps_3, eps_uncond + 3 * (eps_cond - eps_uncond),
+                             atol=1e-4)
+
+
+def test_ddim_eta0_is_deterministic_and_eta1_is_not():
+  for eta, same in ((0.0, True), (1.0, False)):
+    fam = _family([f"sample.eta={eta}", "sample.sampler=ddim",
+                   "sample.num_steps=4"])
+    state = _state(fam)
+    _, ts, t_prevs = fam._plan()
+    run = fam._chunk_fn("ddim")
+    x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    outs = [run(state.params, state.rest, jnp.array(x), None, ts, t_prevs,
+                jax.random.key(k)) for k in (1, 2)]
+    assert bool(jnp.all(outs[0] == outs[1])) == same
+  a = fam.sample(state, jax.random.key(5), 2)
+  b = fam.sample(state, jax.random.key(5), 2)
+  np.testing.assert_array_equal(a, b)  # a fixed key fixes the samples
+
+
+def test_ddim_timesteps():
+  np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 4),
+                                [999, 749, 499, 249])
+  np.testing.assert_array_equal(diffusion.ddim_timesteps(10, 10),
+                                np.arange(9, -1, -1))
+
+
+def test_ema_decay_warms_up_and_touches_only_params():
+  fam = _family(["train.ema_decay=0.99"])
+  state = _state(fam, 8)
+  batch = {"image": jax.random.randint(jax.random.key(0), (8, 28, 28, 1), 0,
+                                       256).astype(jnp.uint8),
+           "label": jnp.zeros((8,), jnp.int32)}
+  new, _ = jax.jit(fam.train_step)(state, batch, jax.random.key(1))
+  decay = min(0.99, 1 / 10)  # (1 + n) / (10 + n) at n = 0
+  expected = base.ema_update(state.ema_params, new.params, decay)
+  chex.assert_trees_all_close(new.ema_params, expected, atol=1e-7)
+  assert (jax.tree.structure(new.ema_params) ==
+          jax.tree.structure(new.params))
+  np.testing.assert_allclose(
+      base.ema_update(jnp.array(1.0), jnp.array(3.0), 0.9), 1.2, rtol=1e-6)
+
+
+def test_unet_shapes():
+  cfg = unet.UNetConfig(image_shape=(28, 28, 1), channels=8,
+                        channel_mults=(1, 2, 2), num_res_blocks=1,
+                        attention_resolutions=(7,), num_groups=4,
+                        num_classes=10)
+  net = unet.UNet(cfg, rngs=nnx.Rngs(0))
+  out = net(jnp.zeros((2, 28, 28, 1)), jnp.array([0, 999]), jnp.array([3, 10]),
+            dropout_key=jax.random.key(0))
+  assert out.shape == (2, 28, 28, 1) and out.dtype == jnp.float32
+  emb = unet.timestep_embedding(jnp.array([0.0, 5.0]), 16)
+  assert emb.shape == (2, 16)
+  np.testing.assert_allclose(emb[0], [0.0] * 8 + [1.0] * 8, atol=1e-7)
+
+
+def test_ddpm_cifar10_network_has_the_papers_parameter_count():
+  cfg = unet.UNetConfig.ddpm_cifar10()
+  abstract = nnx.eval_shape(lambda: unet.UNet(cfg, rngs=nnx.Rngs(0)))
+  params = nnx.state(abstract, nnx.Param)
+  count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  assert count == 35_746_307  # "35.7M" in Ho et al. (2020), Appendix B
+  out = jax.eval_shape(lambda m: m(jnp.zeros((2, 32, 32, 3)), jnp.zeros(2)),
+                       abstract)
+  assert out.shape == (2, 32, 32, 3)
+
+
+def test_ancestral_needs_the_full_chain():
+  fam = _family(["sample.sampler=ddpm", "sample.num_steps=10"])
+  with pytest.raises(Exception, match="full chain"):
+    fam._plan()
