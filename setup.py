@@ -35,6 +35,8 @@ EXTRAS_REQUIRE = {
     ],
     # The torch-fidelity Inception parity test (torch-fidelity: see .ci/run).
     "parity": ["torch==2.13.0", "tqdm"],
+    # benchmarks/unet_vs_diffusers.py: the PyTorch peer (torch: the parity extra).
+    "bench": ["diffusers==0.42.1"],
 }
 
 setuptools.setup(
