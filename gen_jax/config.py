@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 500
   c.data.image_shape = (28, 28, 1)
   c.data.num_classes = 10
+  c.data.random_flip = False  # horizontal flips in training (natural images)
   c.data.cache = True  # decode each split once into host memory (small data)
 
   c.model = ml_collections.ConfigDict()

@@ -45,3 +45,11 @@ def run_main(args: list[str], data_dir: str, devices: int = 1,
     raise AssertionError(f"gen_jax.main {' '.join(args)} exited "
                          f"{proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
   return proc
+
+
+@pytest.fixture(scope="session")
+def classifier_workdir(data_dir, tmp_path_factory) -> str:
+  """A smoke-trained MNIST feature classifier (for sample-quality evals)."""
+  workdir = str(tmp_path_factory.mktemp("mnist_classifier"))
+  run_main(["--exp=mnist_classifier:smoke", f"--workdir={workdir}"], data_dir)
+  return workdir

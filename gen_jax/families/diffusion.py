@@ -190,6 +190,7 @@ class Diffusion(base.Family):
                                                 rngs=nnx.Rngs(0)))
     self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
     self.num_dims = int(np.prod(config.data.image_shape))
+    self._plan()  # a bad sampler setting fails here, before any work
     self._chunk_fns: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
 
@@ -235,23 +236,26 @@ class Diffusion(base.Family):
 
   # --- training ------------------------------------------------------------
 
-  def loss_terms(self, params, rest, batch, key, dropout: bool):
+  def loss_terms(self, params, rest, batch, key, training: bool):
     """Simple loss: per-example mean squared error of the prediction -> [B]."""
-    t_key, eps_key, drop_key, label_key = jax.random.split(key, 4)
+    t_key, eps_key, drop_key, label_key, flip_key = jax.random.split(key, 5)
     x0 = self.to_model_space(batch["image"])
     b = x0.shape[0]
+    if training and self.config.data.random_flip:
+      flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
+      x0 = jnp.where(flip, x0[:, :, ::-1], x0)
     t = jax.random.randint(t_key, (b,), 0, self.sched.num_timesteps)
     eps = jax.random.normal(eps_key, x0.shape)
     xt = q_sample(self.sched, x0, t, eps)
     y = None
     if self.num_classes:
       y = batch["label"].astype(jnp.int32)
-      if dropout and self.config.model.label_dropout > 0:
+      if training and self.config.model.label_dropout > 0:
         drop = jax.random.bernoulli(label_key, self.config.model.label_dropout,
                                     (b,))
         y = jnp.where(drop, self.num_classes, y)
     net = self._net(params, rest)
-    out = net(xt, t, y, dropout_key=drop_key if dropout else None)
+    out = net(xt, t, y, dropout_key=drop_key if training else None)
     if self.config.model.prediction == "eps":
       target = eps
     else:
@@ -424,9 +428,10 @@ class Diffusion(base.Family):
     if self.num_classes:
       if labels is None:
         labels = np.arange(num) % self.num_classes
-      y = jnp.asarray(labels, jnp.int32)
-      if sharding is not None:
-        y = jax.device_put(y, sharding) if jax.process_count() == 1 else y
+      labels = np.asarray(labels, np.int32)
+      # Built by a compiled call, so it is one global array on any number of
+      # processes (every process passes the same labels).
+      y = jax.jit(lambda: jnp.asarray(labels), out_shardings=sharding)()
     params, rest = self.eval_params(state), state.rest
     run = self._chunk_fn(sampler)
     chunk = max(1, self.config.sample.steps_per_call)
