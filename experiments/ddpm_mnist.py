@@ -7,7 +7,7 @@ the Fréchet distance on the project's MNIST classifier features, precision and
 recall.
 
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist
-  python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=ddpm
+  python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=ddpm  # all 1000 steps
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=ddim --num_steps=20
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=eval
   python -m gen_jax.main --exp=ddpm_mnist:smoke --workdir=/tmp/ddpm_smoke

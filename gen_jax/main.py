@@ -38,7 +38,8 @@ _SAMPLER = flags.DEFINE_string(
     "sampler", None, "Sampler of --mode=sample/eval, e.g. ddpm|ddim "
     "(sets --config.sample.sampler).")
 _NUM_STEPS = flags.DEFINE_integer(
-    "num_steps", None, "Sampling steps (sets --config.sample.num_steps).")
+    "num_steps", None, "Sampling steps, 0 = all T (sets "
+    "--config.sample.num_steps; --sampler alone implies 0).")
 _GUIDANCE = flags.DEFINE_float(
     "guidance_scale", None, "Classifier-free guidance scale: 0 unconditional, "
     "1 conditional, >1 guided (sets --config.sample.guidance_scale).")
@@ -66,7 +67,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     log_lib.quiet_library_logs()
-  sampler_flags = {"sampler": _SAMPLER.value, "num_steps": _NUM_STEPS.value,
+  num_steps = _NUM_STEPS.value
+  if _SAMPLER.value is not None and num_steps is None:
+    num_steps = 0  # a sampler named without --num_steps runs all T steps
+  sampler_flags = {"sampler": _SAMPLER.value, "num_steps": num_steps,
                    "guidance_scale": _GUIDANCE.value}
   config = config_lib.get_config(_EXP.value, _OVERRIDES + [
       f"sample.{k}={v}" for k, v in sampler_flags.items() if v is not None],

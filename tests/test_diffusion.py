@@ -11,6 +11,7 @@ import pytest
 
 from gen_jax import config as config_lib
 from gen_jax import families
+from gen_jax.errors import UserError
 from gen_jax.families import base
 from gen_jax.families import diffusion
 from gen_jax.models import unet
@@ -226,7 +227,21 @@ def test_ddpm_cifar10_network_has_the_papers_parameter_count():
   assert out.shape == (2, 32, 32, 3)
 
 
+def test_ancestral_sampling_runs_the_full_chain_with_progress():
+  fam = _family(["sample.sampler=ddpm", "sample.num_steps=0",
+                 "model.num_timesteps=30", "sample.steps_per_call=8"])
+  state = _state(fam)
+  calls = []
+  images = fam.sample(state, jax.random.key(0), 3, progress=lambda d, t:
+                      calls.append((d, t)))
+  assert calls == [(8, 30), (16, 30), (24, 30), (30, 30)]
+  assert images.shape == (3, 28, 28, 1)
+  assert float(images.min()) >= 0 and float(images.max()) <= 1
+  assert float(jnp.std(images)) > 0
+
+
 def test_ancestral_needs_the_full_chain():
-  fam = _family(["sample.sampler=ddpm", "sample.num_steps=10"])
-  with pytest.raises(Exception, match="full chain"):
-    fam._plan()
+  with pytest.raises(UserError, match="full chain"):
+    _family(["sample.sampler=ddpm", "sample.num_steps=10"])
+  with pytest.raises(UserError, match="ddpm, ddim"):
+    _family(["sample.sampler=euler"])
