@@ -220,7 +220,7 @@ def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
   labels = (np.arange(num) % run.family.num_classes
             if run.family.num_classes else None)
   samples, seconds = generate(run, state, num,
-                              jax.random.fold_in(run.keys["sample"], -1),
+                              jax.random.fold_in(run.keys["eval"], 2**31 - 1),
                               labels)
   result = sample_quality.evaluate(extractor, samples, reference, labels)
   result["sample_seconds_per_image"] = seconds
