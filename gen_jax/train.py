@@ -176,9 +176,11 @@ def generate(run: Run, state: PyTree, num: int, key: jax.Array,
     batch_labels = None if labels is None else np.resize(
         labels[start:start + per_call], per_call)
     done = len(chunks) * per_call
+    in_batch = min(per_call, num - done)
 
-    def report(steps, total, done=done):
-      progress(done, f"(batch at step {steps}/{total})")
+    def report(steps, total, done=done, in_batch=in_batch):
+      # Counts the batch's images pro rata, so the rate and ETA move with it.
+      progress(done + in_batch * steps // total, f"(step {steps}/{total})")
 
     images = run.family.sample(state, jax.random.fold_in(key, start),
                                per_call, batch_labels, sharding, report)
