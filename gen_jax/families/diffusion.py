@@ -439,6 +439,7 @@ class Diffusion(base.Family):
       x = run(params, rest, x, y, jnp.asarray(ts[start:start + chunk]),
               jnp.asarray(t_prevs[start:start + chunk]), chain_key)
       if progress is not None:
+        x.block_until_ready()  # report work done, not work dispatched
         progress(min(start + chunk, len(ts)), len(ts))
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
