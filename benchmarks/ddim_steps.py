@@ -59,11 +59,7 @@ def main(argv):
     state = ckpt.restore(run.abstract_state, step)
     ckpt.close()
     if i == 0:
-      train._ensure_classifier(config)  # pylint: disable=protected-access
-      extractor = sample_quality.make_extractor(config)
-      reference = sample_quality.reference_features(
-          extractor, config, f"{run.data.dataset}-eval{run.data.num_eval}",
-          (b["image"][b["mask"] > 0] for b in run.data.eval_batches()))
+      extractor, reference = train.quality_reference(run)
       real = _real_row(run, extractor, reference, _NUM.value)
       rows.append({"sampler": "real training digits", "steps": 0, **real})
     label = sampler if sampler == "ddim" else "ddpm (ancestral)"

@@ -204,8 +204,9 @@ def _ensure_classifier(config: ml_collections.ConfigDict) -> None:
                      str(workdir))
 
 
-def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
-  """Fréchet distance etc. of eval.quality_samples samples vs the eval split."""
+def quality_reference(run: Run):
+  """The configured feature extractor (training the MNIST classifier first if
+  needed) and the eval split's reference features (cached)."""
   config = run.config
   if config.eval.quality_features == "mnist_classifier":
     _ensure_classifier(config)
@@ -218,6 +219,13 @@ def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
   reference = sample_quality.reference_features(
       extractor, config, f"{run.data.dataset}-eval{run.data.num_eval}",
       real_images())
+  return extractor, reference
+
+
+def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
+  """Fréchet distance etc. of eval.quality_samples samples vs the eval split."""
+  config = run.config
+  extractor, reference = quality_reference(run)
   num = config.eval.quality_samples
   labels = (np.arange(num) % run.family.num_classes
             if run.family.num_classes else None)

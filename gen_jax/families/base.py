@@ -90,6 +90,10 @@ class Family(abc.ABC):
     raise UserError(f"The '{self.config.family}' family does not generate "
                     "samples.")
 
+  def eval_params(self, state: PyTree) -> PyTree:
+    """The parameters eval and sampling use: the EMA when one is kept."""
+    return state.ema_params if state.ema_params is not None else state.params
+
   def partition_rules(self) -> tuple[tuple[str, PartitionSpec], ...]:
     """(regex over the state path, PartitionSpec) pairs; default: replicate."""
     return ()
@@ -97,6 +101,16 @@ class Family(abc.ABC):
   @property
   def compute_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.config.train.dtype)
+
+
+def new_train_state(model: nnx.Module, optimizer, ema_decay: float
+                    ) -> TrainState:
+  """Step 0 of a one-network family: its parameters, the optimizer state, an
+  EMA copy of the parameters when `ema_decay > 0`, and the rest of its state."""
+  _, params, rest = nnx.split(model, nnx.Param, ...)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params),
+                    ema_params=params if ema_decay > 0 else None, rest=rest)
 
 
 def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:

@@ -66,17 +66,11 @@ class Classifier(base.Family):
   def init(self, key, batch):
     del batch
     model = classifier_lib.Classifier(self.model_cfg, rngs=nnx.Rngs(key))
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    ema = params if self.config.train.ema_decay > 0 else None
-    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=self.optimizer.init(params),
-                           ema_params=ema, rest=rest)
+    return base.new_train_state(model, self.optimizer,
+                                self.config.train.ema_decay)
 
   def model(self, params, rest) -> classifier_lib.Classifier:
     return nnx.merge(self.graphdef, params, rest)
-
-  def eval_params(self, state):
-    return state.ema_params if state.ema_params is not None else state.params
 
   @staticmethod
   def preprocess(image_BHWC: jax.Array) -> jax.Array:

@@ -199,17 +199,11 @@ class Diffusion(base.Family):
   def init(self, key, batch):
     del batch
     model = unet.UNet(self.unet_cfg, rngs=nnx.Rngs(key))
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    ema = params if self.config.train.ema_decay > 0 else None
-    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=self.optimizer.init(params),
-                           ema_params=ema, rest=rest)
+    return base.new_train_state(model, self.optimizer,
+                                self.config.train.ema_decay)
 
   def _net(self, params, rest) -> unet.UNet:
     return nnx.merge(self.graphdef, params, rest)
-
-  def eval_params(self, state):
-    return state.ema_params if state.ema_params is not None else state.params
 
   @staticmethod
   def to_model_space(image_BHWC: jax.Array) -> jax.Array:

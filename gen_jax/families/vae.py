@@ -97,11 +97,8 @@ class VAE(base.Family):
   def init(self, key, batch):
     del batch
     model = conv_vae.ConvVAE(self.model_cfg, rngs=nnx.Rngs(key))
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    ema = params if self.config.train.ema_decay > 0 else None
-    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=self.optimizer.init(params),
-                           ema_params=ema, rest=rest)
+    return base.new_train_state(model, self.optimizer,
+                                self.config.train.ema_decay)
 
   def _model(self, params, rest) -> conv_vae.ConvVAE:
     return nnx.merge(self.graphdef, params, rest)
@@ -164,9 +161,6 @@ class VAE(base.Family):
                          opt_state=opt_state, ema_params=ema), metrics
 
   # --- evaluation ----------------------------------------------------------
-
-  def eval_params(self, state):
-    return state.ema_params if state.ema_params is not None else state.params
 
   def iwae_log_likelihood(self, model, x_BHWC, y_BK, key, num_samples: int,
                           chunk: int) -> jax.Array:
