@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from gen_jax.data import mixtures
 from gen_jax.errors import UserError
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
@@ -46,10 +47,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000
   c.train.learning_rate = 1e-3
-  c.train.lr_schedule = "constant"  # 'constant' | 'cosine'
+  c.train.lr_schedule = "constant"  # 'constant' | 'cosine' | 'linear' (to 0)
   c.train.warmup_steps = 0
   c.train.grad_clip_norm = 0.0  # 0 disables clipping
   c.train.weight_decay = 0.0
+  c.train.b1 = 0.9  # Adam's betas
+  c.train.b2 = 0.999
   c.train.log_every = 100
   c.train.eval_every = 1000
   c.train.ckpt_every = 1000
@@ -65,7 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
   # distance, precision/recall, class accuracy / Inception Score of this many
   # samples against the held-out split. 0 turns it off.
   c.eval.quality_samples = 0
-  c.eval.quality_features = "mnist_classifier"  # | 'inception_v3'
+  # 'mnist_classifier' | 'inception_v3' | 'mixture_modes' (2-D mixtures:
+  # modes captured and high-quality samples, no features).
+  c.eval.quality_features = "mnist_classifier"
   c.eval.classifier_workdir = ""  # '' -> ~/.cache/gen_jax/mnist_classifier
   c.eval.inception_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth
   c.eval.stats_dir = ""  # reference statistics cache; '' -> ~/.cache/gen_jax
@@ -238,8 +243,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
 _CHOICES = {
     "data.source": ("auto", "tfds", "embedded"),
     "train.dtype": ("float32", "bfloat16"),
-    "train.lr_schedule": ("constant", "cosine"),
-    "eval.quality_features": ("mnist_classifier", "inception_v3"),
+    "train.lr_schedule": ("constant", "cosine", "linear"),
+    "eval.quality_features": ("mnist_classifier", "inception_v3",
+                              "mixture_modes"),
 }
 
 
@@ -258,6 +264,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config[section][leaf] <= 0:
       raise UserError(f"--config.{key}: must be positive, got "
                       f"{config[section][leaf]}.")
+  mixture = config.data.name in mixtures.MIXTURES
+  if (config.eval.quality_features == "mixture_modes") != mixture and (
+      config.eval.quality_samples > 0):
+    raise UserError(
+        f"--config.eval.quality_features={config.eval.quality_features} does "
+        f"not apply to data '{config.data.name}': 'mixture_modes' is for the "
+        f"2-D mixtures ({', '.join(mixtures.MIXTURES)}), the feature "
+        "extractors for images.")
   if len(config.mesh.axes) != len(config.mesh.shape):
     raise UserError("--config.mesh.shape: needs one entry per axis of "
                     f"--config.mesh.axes {tuple(config.mesh.axes)}.")

@@ -4,25 +4,38 @@ import ml_collections
 import optax
 
 
-def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup, then constant or cosine decay to 0 over the run."""
-  peak = train.learning_rate
+def learning_rate_schedule(train: ml_collections.ConfigDict,
+                           peak: float | None = None,
+                           updates_per_step: int = 1) -> optax.Schedule:
+  """Linear warmup, then constant, cosine or linear decay to 0 over the run.
+
+  `updates_per_step`: optimizer updates per train step (a GAN's critic takes
+  n_critic per step), so the schedule spans the same train steps.
+  """
+  peak = train.learning_rate if peak is None else peak
+  total = max(train.num_steps * updates_per_step, 2)
+  warmup = train.warmup_steps * updates_per_step
   if train.lr_schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, max(train.warmup_steps, 1), max(train.num_steps, 2))
-  if train.warmup_steps > 0:
+    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total)
+  if train.lr_schedule == "linear":
+    decay = optax.linear_schedule(peak, 0.0, max(total - warmup, 1))
+  else:
+    decay = optax.constant_schedule(peak)
+  if warmup > 0:
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, train.warmup_steps),
-         optax.constant_schedule(peak)], [train.warmup_steps])
-  return optax.constant_schedule(peak)
+        [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  return decay
 
 
-def make_optimizer(train: ml_collections.ConfigDict, b1: float = 0.9,
-                   b2: float = 0.999) -> optax.GradientTransformation:
-  """Adam(W) with the config's schedule, optional global-norm clipping."""
+def make_optimizer(train: ml_collections.ConfigDict,
+                   learning_rate: float | None = None,
+                   updates_per_step: int = 1) -> optax.GradientTransformation:
+  """Adam(W) (betas train.b1, train.b2) with the config's schedule and
+  optional global-norm clipping; `learning_rate` overrides the config's peak."""
   parts = []
   if train.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(train.grad_clip_norm))
-  parts.append(optax.adamw(learning_rate_schedule(train), b1=b1, b2=b2,
-                           weight_decay=train.weight_decay))
+  parts.append(optax.adamw(
+      learning_rate_schedule(train, learning_rate, updates_per_step),
+      b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
   return optax.chain(*parts)

@@ -24,9 +24,11 @@ from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax import logging as log_lib
 from gen_jax import parallel
+from gen_jax.data import mixtures
 from gen_jax.data import pipeline
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
+from gen_jax.evaluation import modes
 from gen_jax.evaluation import sample_quality
 
 PyTree = Any
@@ -223,16 +225,21 @@ def quality_reference(run: Run):
 
 
 def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
-  """Fréchet distance etc. of eval.quality_samples samples vs the eval split."""
+  """Sample-quality metrics of eval.quality_samples samples: Fréchet distance
+  etc. against the eval split, or, on the 2-D mixtures, modes captured and
+  high-quality samples."""
   config = run.config
-  extractor, reference = quality_reference(run)
   num = config.eval.quality_samples
   labels = (np.arange(num) % run.family.num_classes
             if run.family.num_classes else None)
-  samples, seconds = generate(run, state, num,
-                              jax.random.fold_in(run.keys["eval"], 2**31 - 1),
-                              labels)
-  result = sample_quality.evaluate(extractor, samples, reference, labels)
+  key = jax.random.fold_in(run.keys["eval"], 2**31 - 1)
+  if config.eval.quality_features == "mixture_modes":
+    samples, seconds = generate(run, state, num, key, labels)
+    result = modes.mode_metrics(samples, mixtures.MIXTURES[config.data.name])
+  else:
+    extractor, reference = quality_reference(run)
+    samples, seconds = generate(run, state, num, key, labels)
+    result = sample_quality.evaluate(extractor, samples, reference, labels)
   result["sample_seconds_per_image"] = seconds
   return result
 

@@ -31,10 +31,18 @@ def test_ema_update_is_the_exponential_average():
 def test_learning_rate_schedules():
   train = ml_collections.ConfigDict(dict(
       learning_rate=1.0, lr_schedule="cosine", warmup_steps=10, num_steps=110,
-      grad_clip_norm=0.0, weight_decay=0.0))
+      grad_clip_norm=0.0, weight_decay=0.0, b1=0.9, b2=0.999))
   lr = optim.learning_rate_schedule(train)
   np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
                              [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
   train.lr_schedule = "constant"
   lr = optim.learning_rate_schedule(train)
   np.testing.assert_allclose([lr(5), lr(10), lr(1000)], [0.5, 1.0, 1.0])
+  train.lr_schedule = "linear"
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(5), lr(10), lr(60), lr(110)],
+                             [0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  # A GAN critic's 5 updates per step: the same curve over train steps.
+  lr5 = optim.learning_rate_schedule(train, peak=2.0, updates_per_step=5)
+  np.testing.assert_allclose([lr5(25), lr5(50), lr5(300), lr5(550)],
+                             [1.0, 2.0, 1.0, 0.0], atol=1e-6)

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gen_jax.data import mixtures
 from gen_jax.data import sources
 from gen_jax.errors import UserError
 
@@ -35,12 +36,17 @@ class Data:
 
 
 class ArraySource:
-  """A split decoded once into memory: random access without per-read decoding."""
+  """A split held in memory as arrays: random access without decoding."""
 
-  def __init__(self, source, chunk: int = 2000):
+  def __init__(self, arrays: Batch):
+    self.arrays = arrays
+
+  @classmethod
+  def decode(cls, source, chunk: int = 2000) -> "ArraySource":
+    """Reads a whole TFDS split once."""
     parts = [_gather(source, np.arange(i, min(i + chunk, len(source))))
              for i in range(0, len(source), chunk)]
-    self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return cls({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
   def __len__(self) -> int:
     return len(self.arrays["label"])
@@ -95,7 +101,9 @@ def eval_batches(source, batch_size: int, num_examples: int,
                                                (process_index + 1) * local]
     mask = idx < num_examples
     batch = _gather(source, np.where(mask, idx, 0))
-    batch["image"] = batch["image"] * mask[:, None, None, None].astype(np.uint8)
+    image = batch["image"]
+    batch["image"] = image * mask.reshape((-1,) + (1,) * (image.ndim - 1)
+                                          ).astype(image.dtype)
     batch["mask"] = mask.astype(np.float32)
     yield batch
 
@@ -103,18 +111,23 @@ def eval_batches(source, batch_size: int, num_examples: int,
 def make(config: ml_collections.ConfigDict, process_index: int = 0,
          process_count: int = 1) -> Data:
   """Builds the train iterator and the eval pass for `config.data`."""
-  name, data_dir = sources.resolve(config.data.name, config.data.source,
-                                   config.data.data_dir)
-  splits = tfds.data_source(name, data_dir=data_dir)
-  train_src = splits["train"]
-  eval_src = splits["test"] if "test" in splits else splits["validation"]
-  if config.data.cache:
-    train_src, eval_src = ArraySource(train_src), ArraySource(eval_src)
+  if config.data.name in mixtures.MIXTURES:  # synthetic, in memory
+    name = config.data.name
+    train_src, eval_src = map(ArraySource, mixtures.splits(name))
+  else:
+    name, data_dir = sources.resolve(config.data.name, config.data.source,
+                                     config.data.data_dir)
+    splits = tfds.data_source(name, data_dir=data_dir)
+    train_src = splits["train"]
+    eval_src = splits["test"] if "test" in splits else splits["validation"]
+    if config.data.cache:
+      train_src = ArraySource.decode(train_src)
+      eval_src = ArraySource.decode(eval_src)
   expected = tuple(config.data.image_shape)
   got = tuple(np.asarray(train_src[0]["image"]).shape)
   if got != expected:
     raise UserError(f"--config.data.image_shape={expected} but '{name}' has "
-                    f"images of shape {got}.")
+                    f"examples of shape {got}.")
   num_eval = len(eval_src)
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)

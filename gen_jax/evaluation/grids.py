@@ -37,3 +37,31 @@ def save_png(path: str | pathlib.Path, grid_HWC: np.ndarray,
   tmp = path.with_suffix(".tmp.png")
   image.save(tmp)
   tmp.replace(path)
+
+
+def scatter_image(points_N2: np.ndarray, reference_M2: np.ndarray | None = None,
+                  size: int = 256, margin: float = 0.1) -> np.ndarray:
+  """A scatter plot of 2-D points as an [size, size, 3] image in [0, 1]:
+  `points` in blue over `reference` points (the data) in orange, on a white
+  square that spans both (equal axes, y up)."""
+  points = np.asarray(points_N2, np.float64)
+  both = points if reference_M2 is None else np.concatenate(
+      [points, np.asarray(reference_M2, np.float64)])
+  lo, hi = both.min(0), both.max(0)
+  centre, half = (lo + hi) / 2, np.max(hi - lo) / 2 * (1 + margin) + 1e-9
+  image = np.ones((size, size, 3), np.float32)
+
+  def draw(xy, colour, radius):
+    px = ((xy - centre) / half * 0.5 + 0.5) * (size - 1)
+    cols, rows = np.round(px[:, 0]).astype(int), np.round(
+        (size - 1) - px[:, 1]).astype(int)
+    for dr in range(-radius, radius + 1):
+      for dc in range(-radius, radius + 1):
+        r, c = rows + dr, cols + dc
+        ok = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+        image[r[ok], c[ok]] = colour
+
+  if reference_M2 is not None:
+    draw(np.asarray(reference_M2, np.float64), (1.0, 0.6, 0.1), 1)
+  draw(points, (0.1, 0.3, 0.9), 0)
+  return image

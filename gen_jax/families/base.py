@@ -130,3 +130,10 @@ def count(batch: Batch) -> jax.Array:
 
 def ema_update(ema: PyTree, params: PyTree, decay: float) -> PyTree:
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The decay with a warm-up, min(decay, (1 + n) / (10 + n)) at update n, so
+  early averages are not dominated by the random initialization."""
+  n = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + n) / (10.0 + n))

@@ -267,11 +267,8 @@ class Diffusion(base.Family):
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
-      # Warm-up of the decay, (1 + n) / (10 + n), so early EMAs are not
-      # dominated by the random initialization.
-      n = state.step.astype(jnp.float32)
-      decay = jnp.minimum(self.config.train.ema_decay, (1.0 + n) / (10.0 + n))
-      ema = base.ema_update(ema, params, decay)
+      ema = base.ema_update(ema, params, base.ema_decay_at(
+          self.config.train.ema_decay, state.step))
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema), metrics

@@ -1,0 +1,224 @@
+"""The GAN family: losses, gradient penalty, spectral norm, update isolation,
+sharding equivalence, the mixture data and the mode-collapse metrics."""
+
+import math
+
+import chex
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_jax import config as config_lib
+from gen_jax import families
+from gen_jax import parallel
+from gen_jax.data import mixtures
+from gen_jax.evaluation import modes
+from gen_jax.families import gan
+from gen_jax.models import gan_nets
+from gen_jax.models import layers
+
+
+def _softplus(x):
+  return math.log1p(math.exp(x))
+
+
+def test_losses_on_known_inputs():
+  d_real = jnp.array([2.0, -1.0])
+  d_fake = jnp.array([0.5, -3.0])
+  expected_d = {
+      "non_saturating": [_softplus(-2.0) + _softplus(0.5),
+                         _softplus(1.0) + _softplus(-3.0)],
+      "wgan_gp": [0.5 - 2.0, -3.0 + 1.0],
+      "hinge": [max(0, 1 - 2.0) + max(0, 1 + 0.5),
+                max(0, 1 + 1.0) + max(0, 1 - 3.0)],
+  }
+  expected_g = {
+      "non_saturating": [_softplus(-0.5), _softplus(3.0)],
+      "wgan_gp": [-0.5, 3.0],
+      "hinge": [-0.5, 3.0],
+  }
+  for loss in gan.LOSSES:
+    np.testing.assert_allclose(
+        gan.discriminator_loss(loss, d_real, d_fake), expected_d[loss],
+        rtol=1e-6, err_msg=loss)
+    np.testing.assert_allclose(gan.generator_loss(loss, d_fake),
+                               expected_g[loss], rtol=1e-6, err_msg=loss)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_analytic():
+  # critic(x) = <w, x> + b has gradient w everywhere: penalty (|w| - 1)^2.
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(7, 7, 1)) * 0.3, jnp.float32)
+  critic = lambda x: jnp.sum(x * w[None], axis=(1, 2, 3)) + 0.7
+  real = jnp.asarray(rng.normal(size=(5, 7, 7, 1)), jnp.float32)
+  fake = jnp.asarray(rng.normal(size=(5, 7, 7, 1)), jnp.float32)
+  penalty, norms = gan.gradient_penalty(critic, real, fake,
+                                        jax.random.key(0))
+  norm_w = float(jnp.sqrt(jnp.sum(w**2)))
+  assert abs(norm_w - 1.0) > 0.5  # a penalty far from 0
+  np.testing.assert_allclose(norms, np.full(5, norm_w), rtol=1e-5)
+  np.testing.assert_allclose(penalty, np.full(5, (norm_w - 1.0)**2),
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 4, 8), (50, 20), (10, 64)])
+def test_spectral_norm_converges_to_the_top_singular_value(shape):
+  rng = np.random.default_rng(1)
+  weight = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  sn = layers.SpectralNorm(shape[-1], rngs=nnx.Rngs(0))
+  top = np.linalg.svd(np.asarray(weight).reshape(-1, shape[-1]),
+                      compute_uv=False)[0]
+  first = float(sn.sigma(weight))
+  for _ in range(100):
+    normalized = sn(weight)
+  assert abs(first - top) > 1e-3 * top  # one step from a random u is not it
+  np.testing.assert_allclose(float(sn.sigma(weight)), top, rtol=1e-4)
+  after = np.linalg.svd(np.asarray(normalized).reshape(-1, shape[-1]),
+                        compute_uv=False)[0]
+  np.testing.assert_allclose(after, 1.0, rtol=1e-4)
+
+
+def test_spectral_norm_layers_keep_u_as_state_not_params():
+  cfg = gan_nets.GANNetConfig(arch="dcgan", g_channels=(8, 4),
+                              d_channels=(4, 8), spectral_norm=True,
+                              num_classes=10)
+  d = gan_nets.DCGANDiscriminator(cfg, rngs=nnx.Rngs(0))
+  params = nnx.state(d, nnx.Param)
+  u = nnx.state(d, layers.SpectralState)
+  # Two convs, the output layer and the projection embedding.
+  assert len(jax.tree.leaves(u)) == 4
+  assert not set(map(str, jax.tree_util.tree_flatten_with_path(params)[0])
+                 ) & set(map(str, jax.tree_util.tree_flatten_with_path(u)[0]))
+  before = jax.tree.leaves(u)
+  d(jnp.zeros((2, 28, 28, 1)), jnp.array([1, 2]))
+  after = jax.tree.leaves(nnx.state(d, layers.SpectralState))
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def _family(exp, *overrides):
+  return families.build(config_lib.get_config(exp, list(overrides)))
+
+
+def _batch(config, rng, size=None):
+  size = size or config.data.batch_size
+  shape = tuple(config.data.image_shape)
+  return {"image": rng.integers(0, 256, (size,) + shape, np.uint8),
+          "label": rng.integers(0, 10, (size,)).astype(np.int32)}
+
+
+def _changed(a, b):
+  return [not np.array_equal(x, y)
+          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+
+
+def test_each_update_touches_only_its_own_network():
+  family = _family("cgan_mnist:smoke")  # spectral norm + projection + cond BN
+  batch = jax.tree.map(jnp.asarray,
+                       _batch(family.config, np.random.default_rng(0), 16))
+  state = family.init(jax.random.key(0), None)
+  x = family.preprocess(batch["image"])
+
+  after_d, _ = jax.jit(family._d_update)(state, x, batch["label"],
+                                         jax.random.key(1))
+  # (Some leaves of the updated network may have a zero gradient, e.g. the
+  # output bias under the hinge loss while every |D| < 1.)
+  assert not any(_changed(state.g_params, after_d.g_params))
+  assert sum(_changed(state.d_params, after_d.d_params)) >= 5
+  # The power iterations ran (the output layer's u is a 1-vector, always ±1).
+  assert sum(_changed(state.d_rest, after_d.d_rest)) == 3
+
+  after_g, _ = jax.jit(family._g_update, static_argnums=3)(
+      state, batch["label"], jax.random.key(2), 16)
+  assert not any(_changed(state.d_params, after_g.d_params))
+  assert sum(_changed(state.g_params, after_g.g_params)) >= 5
+  assert any(_changed(state.g_ema, after_g.g_ema))
+
+
+@pytest.mark.parametrize("exp,overrides", [
+    ("wgan_gp_mnist:smoke", []),  # 5 critic updates with the penalty
+    # ResNets, spectral norm, projection, conditional BN (one critic update:
+    # the ResNet step's compile time grows with each).
+    ("sngan_cifar10:cond_smoke", ["model.n_critic=1", "data.batch_size=16"]),
+])
+def test_train_step_same_on_1_and_8_devices(exp, overrides):
+  family = _family(exp, *overrides)
+  config = family.config
+  rng = np.random.default_rng(0)
+  batches = [_batch(config, rng) for _ in range(2)]
+  results = {}
+  for n in (1, 8):
+    mesh = parallel.make_mesh(config, jax.devices()[:n])
+    abstract = jax.eval_shape(family.init, jax.random.key(0), None)
+    shardings = parallel.state_shardings(abstract, mesh)
+    state = jax.jit(family.init, out_shardings=shardings, static_argnums=1)(
+        jax.random.key(0), None)
+    step = jax.jit(family.train_step,
+                   in_shardings=(shardings, parallel.batch_sharding(mesh),
+                                 parallel.replicated(mesh)),
+                   out_shardings=(shardings, parallel.replicated(mesh)))
+    losses = []
+    for i, b in enumerate(batches):
+      state, metrics = step(state, parallel.global_batch(b, mesh),
+                            jax.random.key(i))
+      losses.append([float(metrics["d_loss"]), float(metrics["g_loss"])])
+    results[n] = (np.array(losses), jax.device_get(state))
+  np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-4,
+                             atol=1e-5)
+  chex.assert_trees_all_close(results[1][1], results[8][1], rtol=1e-4,
+                              atol=1e-5)
+
+
+def test_resnet_networks_have_the_paper_shapes():
+  cfg = gan_nets.GANNetConfig(arch="resnet", data_shape=(32, 32, 3),
+                              latent_dim=128, g_channels=(128,),
+                              d_channels=(128,))
+  model = nnx.eval_shape(lambda: gan_nets.GAN(cfg, rngs=nnx.Rngs(0)))
+  g_def, g_state = nnx.split(model.generator)
+  d_def, d_state = nnx.split(model.discriminator)
+  z = jax.ShapeDtypeStruct((4, 128), jnp.float32)
+  x = jax.eval_shape(lambda s, z: nnx.merge(g_def, s)(z), g_state, z)
+  assert x.shape == (4, 32, 32, 3)
+  d = jax.eval_shape(lambda s, x: nnx.merge(d_def, s)(x), d_state, x)
+  assert d.shape == (4,)
+  # Generator: dense 128 -> 4x4x128, three up blocks (two 3x3 convs, a 1x1
+  # shortcut, two batch norms each), batch norm and a 3x3 conv to RGB; only
+  # the last conv has a bias (every other layer feeds a batch norm).
+  block = 2 * 9 * 128 * 128 + 128 * 128 + 2 * 2 * 128
+  expected_g = 128 * 2048 + 3 * block + 2 * 128 + (9 * 128 * 3 + 3)
+  assert gan_nets.num_params(model.generator) == expected_g
+
+
+def test_mixtures_have_the_published_geometry():
+  ring, grid = mixtures.MIXTURES["ring8"], mixtures.MIXTURES["grid25"]
+  np.testing.assert_allclose(np.linalg.norm(ring.centers, axis=1), 1.0)
+  assert ring.num_modes == 8 and ring.std == 0.01
+  assert grid.num_modes == 25 and grid.std == 0.05
+  assert sorted(set(np.round(grid.centers[:, 0], 6))) == [-4, -2, 0, 2, 4]
+  train, held_out = mixtures.splits("grid25")
+  assert train["image"].shape == (100_000, 2)
+  assert held_out["image"].shape == (2_500, 2)
+  offsets = train["image"] - grid.centers[train["label"]]
+  np.testing.assert_allclose(offsets.std(0), 0.05, rtol=0.02)
+  # Every held-out point is high quality: the metric's ceiling.
+  result = modes.mode_metrics(held_out["image"], grid)
+  assert result["modes_captured"] == 25
+  assert result["high_quality_pct"] > 99.0
+
+
+def test_mode_metrics_on_hand_placed_samples():
+  ring = mixtures.MIXTURES["ring8"]
+  c, s = ring.centers, ring.std
+  outward = c / np.linalg.norm(c, axis=1, keepdims=True)
+  samples = np.stack([
+      c[0], c[1], c[2],  # exactly on three modes
+      c[3] + 2.9 * s * outward[3],  # inside 3 std: mode 3 captured
+      c[4] + 3.1 * s * outward[4],  # just outside: mode 4 not captured
+      np.zeros(2),  # the centre of the ring: near no mode
+  ])
+  result = modes.mode_metrics(samples, ring)
+  assert result["modes_captured"] == 4
+  np.testing.assert_allclose(result["high_quality_pct"], 100 * 4 / 6)
+  # Four modes with one high-quality sample each, of eight: KL = log 2.
+  np.testing.assert_allclose(result["mode_kl"], math.log(2))
