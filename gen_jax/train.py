@@ -379,7 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logger.close()
 
 
-def _restore_latest(config: ml_collections.ConfigDict, workdir: str
+def restore_latest(config: ml_collections.ConfigDict, workdir: str
                     ) -> tuple[Run, PyTree, int]:
   """The run and its latest train state, read-only (a trainer may be running)."""
   run = setup(config, workdir, write_config=False)
@@ -394,7 +394,7 @@ def _restore_latest(config: ml_collections.ConfigDict, workdir: str
 def evaluate(config: ml_collections.ConfigDict, workdir: str
              ) -> dict[str, float]:
   """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
-  run, state, step = _restore_latest(config, workdir)
+  run, state, step = restore_latest(config, workdir)
   result = run_eval(run, state, final=True)
   if config.eval.quality_samples > 0:
     result.update(run_sample_quality(run, state))
@@ -414,7 +414,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
 def sample(config: ml_collections.ConfigDict, workdir: str
            ) -> list[pathlib.Path]:
   """`--mode=sample`: writes the family's pictures from the latest checkpoint."""
-  run, state, step = _restore_latest(config, workdir)
+  run, state, step = restore_latest(config, workdir)
   key = jax.random.fold_in(run.keys["sample"], step)
   paths = write_pictures(run, state, step, key, prefix="sample_")
   if jax.process_index() == 0:
