@@ -17,6 +17,7 @@ import pathlib
 
 from absl import app
 from absl import flags
+from absl import logging
 import matplotlib
 import numpy as np
 
@@ -106,6 +107,7 @@ def scatter(root: pathlib.Path, loss: str) -> pathlib.Path:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # the trainer prints its progress
   root = pathlib.Path(_WORKDIR.value)
   lines = [f"Mode-collapse benchmark: {_SEEDS.value} seeds, "
            f"{_NUM_STEPS.value:,} generator updates per run, 2,500 samples.",

@@ -277,6 +277,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f"--config.mesh.axes {tuple(config.mesh.axes)}.")
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A config read back from a run's config.json, on top of today's skeleton:
+  a run saved before a shared key was added gets that key's default."""
+  config = base_config()
+  config.update(saved)
+  return config
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 

@@ -1,5 +1,7 @@
 """Config loading, overrides and their errors."""
 
+import json
+
 import pytest
 
 from gen_jax import config as config_lib
@@ -63,7 +65,7 @@ def test_unknown_experiment_lists_valid_ones():
   with pytest.raises(UserError) as e:
     config_lib.get_config("vae_mnits")
   assert "Did you mean 'vae_mnist'" in str(e.value)
-  assert "beta_vae_mnist, cvae_mnist" in str(e.value)
+  assert "beta_vae_mnist, cgan_mnist, cvae_mnist" in str(e.value)
 
 
 def test_structural_differences():
@@ -78,3 +80,12 @@ def test_structural_differences():
   c = config_lib.get_config("cvae_mnist")
   assert "model.num_classes: 0 -> 10" in config_lib.structural_differences(
       saved, c)
+
+
+def test_a_saved_config_missing_newer_keys_gets_their_defaults():
+  saved = json.loads(config_lib.to_json(config_lib.get_config(
+      "mnist_classifier")))
+  del saved["train"]["b1"]  # as saved before the key existed
+  config = config_lib.from_saved(saved)
+  assert config.train.b1 == 0.9
+  assert config.family == "classifier" and config.model.feature_dim == 128

@@ -13,10 +13,10 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from gen_jax import checkpointing
+from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.errors import UserError
 
@@ -79,7 +79,7 @@ class MnistClassifierFeatures(FeatureExtractor):
         (path / "checkpoints").glob("[0-9]*")):
       raise UserError(f"No trained MNIST classifier in {workdir}; train one "
                       f"with: {train_cmd}")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    config = config_lib.from_saved(json.loads(config_path.read_text()))
     if config.family != "classifier":
       raise UserError(f"{workdir} holds a '{config.family}' run, not a "
                       f"classifier; train one with: {train_cmd}")
