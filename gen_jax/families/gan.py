@@ -152,7 +152,7 @@ class GAN(base.Family):
       raise UserError(f"--config.model: {e}") from e
     self.g_def = nnx.graphdef(abstract.generator)
     self.d_def = nnx.graphdef(abstract.discriminator)
-    self._sample_jit = jax.jit(self._sample, static_argnums=2)
+    self._sample_jit = jax.jit(self._sample)
 
   # --- model plumbing ------------------------------------------------------
 
@@ -327,10 +327,9 @@ class GAN(base.Family):
     if sharding is not None:
       z = jax.device_put(z, sharding)
       labels = None if labels is None else jax.device_put(labels, sharding)
-    return self._sample_jit(state, z, num, labels)
+    return self._sample_jit(state, z, labels)
 
-  def _sample(self, state, z, num, labels):
-    del num
+  def _sample(self, state, z, labels):
     x, _ = self._generate(self.eval_params(state), state.g_rest, z, labels)
     return self.postprocess(x)
 
