@@ -53,3 +53,52 @@ def classifier_workdir(data_dir, tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp("mnist_classifier"))
   run_main(["--exp=mnist_classifier:smoke", f"--workdir={workdir}"], data_dir)
   return workdir
+
+
+def train_on_devices(family, batches, num_devices: int, metric_names):
+  """Runs `family.train_step` on the first `num_devices` devices (state
+  initialized sharded, batches laid over the mesh, step keys 0, 1, ...).
+
+  Returns ([steps, len(metric_names)] metrics, the final state on the host).
+  """
+  from gen_jax import parallel  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(family.config, jax.devices()[:num_devices])
+  abstract = jax.eval_shape(family.init, jax.random.key(0), None)
+  shardings = parallel.state_shardings(abstract, mesh)
+  state = jax.jit(family.init, out_shardings=shardings, static_argnums=1)(
+      jax.random.key(0), None)
+  step = jax.jit(family.train_step,
+                 in_shardings=(shardings, parallel.batch_sharding(mesh),
+                               parallel.replicated(mesh)),
+                 out_shardings=(shardings, parallel.replicated(mesh)))
+  rows = []
+  for i, local in enumerate(batches):
+    batch = parallel.global_batch(local, mesh)
+    assert len(batch["image"].sharding.device_set) == num_devices
+    state, metrics = step(state, batch, jax.random.key(i))
+    rows.append([float(metrics[name]) for name in metric_names])
+  return np.array(rows), jax.device_get(state)
+
+
+def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):
+  """Runs colab/<name> top to bottom at its tiny size; returns the code cells'
+  outputs, after checking that none is an error."""
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("GEN_JAX_NOTEBOOK_TINY", "1")
+  monkeypatch.setenv("GEN_JAX_NOTEBOOK_WORKDIR", str(workdir))
+  monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
+  # Backend optimization level 0: XLA's CPU backend spends most of a tiny run
+  # optimizing code (36 s of the U-Net's jitted init alone at the default
+  # level on 2 cores, 5 s at 0); the run itself is a few seconds either way.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1 "
+                     "--xla_backend_optimization_level=0")
+  nb = nbformat.read(REPO / "colab" / name, as_version=4)
+  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                   resources={"metadata": {"path": str(
+                                       REPO / "colab")}})
+  client.execute()
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  return outputs

@@ -3,10 +3,7 @@
 import math
 import re
 
-import nbclient
-import nbformat
-
-from conftest import REPO
+from conftest import execute_notebook
 
 
 def _text(outputs) -> str:
@@ -21,21 +18,8 @@ def _text(outputs) -> str:
 
 
 def test_diffusion_notebook_executes(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setenv("GEN_JAX_NOTEBOOK_TINY", "1")
-  monkeypatch.setenv("GEN_JAX_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
-  monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
-  # Backend optimization level 0: XLA's CPU backend spends most of this tiny
-  # run optimizing code (36 s of the U-Net's jitted init alone at the default
-  # level on 2 cores, 5 s at 0); the run itself is a few seconds either way.
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1 "
-                     "--xla_backend_optimization_level=0")
-  nb = nbformat.read(REPO / "colab" / "diffusion.ipynb", as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                   resources={"metadata": {"path": str(
-                                       REPO / "colab")}})
-  client.execute()
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-  assert not [o for o in outputs if o.output_type == "error"]
+  outputs = execute_notebook("diffusion.ipynb", data_dir, tmp_path / "run",
+                             monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the trainer's grid, DDPM | DDIM grids, the curve
   text = _text(outputs)

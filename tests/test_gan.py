@@ -12,12 +12,13 @@ import pytest
 
 from gen_jax import config as config_lib
 from gen_jax import families
-from gen_jax import parallel
 from gen_jax.data import mixtures
 from gen_jax.evaluation import modes
 from gen_jax.families import gan
 from gen_jax.models import gan_nets
 from gen_jax.models import layers
+
+from conftest import train_on_devices
 
 
 def _softplus(x):
@@ -147,23 +148,8 @@ def test_train_step_same_on_1_and_8_devices(exp, overrides):
   config = family.config
   rng = np.random.default_rng(0)
   batches = [_batch(config, rng) for _ in range(2)]
-  results = {}
-  for n in (1, 8):
-    mesh = parallel.make_mesh(config, jax.devices()[:n])
-    abstract = jax.eval_shape(family.init, jax.random.key(0), None)
-    shardings = parallel.state_shardings(abstract, mesh)
-    state = jax.jit(family.init, out_shardings=shardings, static_argnums=1)(
-        jax.random.key(0), None)
-    step = jax.jit(family.train_step,
-                   in_shardings=(shardings, parallel.batch_sharding(mesh),
-                                 parallel.replicated(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)))
-    losses = []
-    for i, b in enumerate(batches):
-      state, metrics = step(state, parallel.global_batch(b, mesh),
-                            jax.random.key(i))
-      losses.append([float(metrics["d_loss"]), float(metrics["g_loss"])])
-    results[n] = (np.array(losses), jax.device_get(state))
+  results = {n: train_on_devices(family, batches, n, ["d_loss", "g_loss"])
+             for n in (1, 8)}
   np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-4,
                              atol=1e-5)
   chex.assert_trees_all_close(results[1][1], results[8][1], rtol=1e-4,

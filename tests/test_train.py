@@ -10,9 +10,10 @@ import pytest
 
 from gen_jax import config as config_lib
 from gen_jax import families
-from gen_jax import parallel
 from gen_jax import train
 from gen_jax.errors import UserError
+
+from conftest import train_on_devices
 
 
 def smoke_config(data_dir, *overrides):
@@ -36,22 +37,8 @@ def test_train_step_same_on_1_and_8_devices(data_dir):
              for _ in range(3)]
   results = {}
   for n in (1, 8):
-    mesh = parallel.make_mesh(config, jax.devices()[:n])
-    abstract = jax.eval_shape(family.init, jax.random.key(0), None)
-    shardings = parallel.state_shardings(abstract, mesh)
-    state = jax.jit(family.init, out_shardings=shardings, static_argnums=1)(
-        jax.random.key(0), None)
-    step = jax.jit(family.train_step,
-                   in_shardings=(shardings, parallel.batch_sharding(mesh),
-                                 parallel.replicated(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)))
-    losses = []
-    for i, b in enumerate(batches):
-      batch = parallel.global_batch(b, mesh)
-      assert len(batch["image"].sharding.device_set) == n
-      state, metrics = step(state, batch, jax.random.key(i))
-      losses.append(float(metrics["loss"]))
-    results[n] = (np.array(losses), jax.device_get(state.params))
+    losses, state = train_on_devices(family, batches, n, ["loss"])
+    results[n] = (losses[:, 0], state.params)
   np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-5)
   chex.assert_trees_all_close(results[1][1], results[8][1], rtol=1e-4,
                               atol=1e-6)
