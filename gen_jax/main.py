@@ -43,6 +43,9 @@ _NUM_STEPS = flags.DEFINE_integer(
 _GUIDANCE = flags.DEFINE_float(
     "guidance_scale", None, "Classifier-free guidance scale: 0 unconditional, "
     "1 conditional, >1 guided (sets --config.sample.guidance_scale).")
+_TEMPERATURE = flags.DEFINE_float(
+    "temperature", None, "Sampling temperature of the latent noise (flows; "
+    "sets --config.sample.temperature).")
 flags.register_validator("exp", lambda v: v is not None,
                          f"--exp is required. One of: {_EXPERIMENTS}.")
 flags.register_validator("workdir", lambda v: v is not None,
@@ -71,7 +74,8 @@ def main(argv):
   if _SAMPLER.value is not None and num_steps is None:
     num_steps = 0  # a sampler named without --num_steps runs all T steps
   sampler_flags = {"sampler": _SAMPLER.value, "num_steps": num_steps,
-                   "guidance_scale": _GUIDANCE.value}
+                   "guidance_scale": _GUIDANCE.value,
+                   "temperature": _TEMPERATURE.value}
   config = config_lib.get_config(_EXP.value, _OVERRIDES + [
       f"sample.{k}={v}" for k, v in sampler_flags.items() if v is not None],
       flag_names={f"sample.{k}": f"--{k}" for k in sampler_flags})

@@ -55,19 +55,23 @@ def classifier_workdir(data_dir, tmp_path_factory) -> str:
   return workdir
 
 
-def train_on_devices(family, batches, num_devices: int, metric_names):
+def train_on_devices(family, batches, num_devices: int, metric_names,
+                     init_batch=None):
   """Runs `family.train_step` on the first `num_devices` devices (state
-  initialized sharded, batches laid over the mesh, step keys 0, 1, ...).
+  initialized sharded, from `init_batch` when given, batches laid over the
+  mesh, step keys 0, 1, ...).
 
   Returns ([steps, len(metric_names)] metrics, the final state on the host).
   """
   from gen_jax import parallel  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(family.config, jax.devices()[:num_devices])
-  abstract = jax.eval_shape(family.init, jax.random.key(0), None)
+  if init_batch is not None:
+    init_batch = parallel.global_batch(init_batch, mesh)
+  abstract = jax.eval_shape(family.init, jax.random.key(0), init_batch)
   shardings = parallel.state_shardings(abstract, mesh)
-  state = jax.jit(family.init, out_shardings=shardings, static_argnums=1)(
-      jax.random.key(0), None)
+  state = jax.jit(family.init, out_shardings=shardings)(
+      jax.random.key(0), init_batch)
   step = jax.jit(family.train_step,
                  in_shardings=(shardings, parallel.batch_sharding(mesh),
                                parallel.replicated(mesh)),

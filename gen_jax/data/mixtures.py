@@ -1,4 +1,5 @@
-"""2-D Gaussian mixtures of the mode-collapse benchmark, as in-memory splits.
+"""Synthetic 2-D data as in-memory splits: the Gaussian mixtures of the
+mode-collapse benchmark, and the toy densities of the flow literature.
 
 The geometry and sizes follow the PacGAN experiments (Lin et al., 2018), which
 reuse the mixtures of the unrolled-GAN and VEEGAN papers:
@@ -8,9 +9,15 @@ equal weights; 100,000 training points and 2,500 held-out points, drawn once
 from a fixed seed (the same data for every run). Each row is
 {'image': float32[2] (the point, under the key every family reads),
  'label': int32 mode index}.
+
+Toy densities (as in the FFJORD paper's 2-D experiments), 'label' = 0:
+  'moons':        two interleaved half circles (noise std 0.1), scaled by 2;
+  '8gaussians':   8 modes at radius 4 / sqrt(2) ~ 2.83, std 0.5 / sqrt(2);
+  'checkerboard': uniform on the 8 dark squares of a 4x4 board over [-4, 4]^2.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -52,12 +59,43 @@ MIXTURES = {
 }
 
 
+def _moons(num: int, rng: np.random.Generator) -> np.ndarray:
+  t = np.pi * rng.random(num)
+  upper = rng.random(num) < 0.5
+  x = np.where(upper, np.cos(t), 1.0 - np.cos(t))
+  y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
+  points = np.stack([x, y], 1) + 0.1 * rng.standard_normal((num, 2))
+  return 2.0 * points + np.array([-1.0, -0.2])
+
+
+def _eight_gaussians(num: int, rng: np.random.Generator) -> np.ndarray:
+  centers = 4.0 * _ring(8, 1.0, 0.0)
+  points = centers[rng.integers(0, 8, num)] + 0.5 * rng.standard_normal(
+      (num, 2))
+  return points / math.sqrt(2.0)
+
+
+def _checkerboard(num: int, rng: np.random.Generator) -> np.ndarray:
+  x = 4.0 * rng.random(num) - 2.0  # column in [-2, 2)
+  # y in one of the two unit rows of the column's colour, then shifted.
+  y = rng.random(num) - 2.0 * rng.integers(0, 2, num) + np.floor(x) % 2
+  return 2.0 * np.stack([x, y], 1)
+
+
+DENSITIES = {"moons": _moons, "8gaussians": _eight_gaussians,
+             "checkerboard": _checkerboard}
+NAMES = (*MIXTURES, *DENSITIES)  # every synthetic 2-D dataset
+
+
 def splits(name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(train, eval) arrays of mixture `name`."""
-  mixture = MIXTURES[name]
+  """(train, eval) arrays of the 2-D dataset `name` (one of NAMES)."""
   rng = np.random.default_rng(_DATA_SEED)
   out = []
   for num in (NUM_TRAIN, NUM_EVAL):
-    points, labels = mixture.sample(num, rng)
+    if name in MIXTURES:
+      points, labels = MIXTURES[name].sample(num, rng)
+    else:
+      points = DENSITIES[name](num, rng).astype(np.float32)
+      labels = np.zeros(num, np.int32)
     out.append({"image": points, "label": labels})
   return out[0], out[1]

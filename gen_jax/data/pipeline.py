@@ -111,7 +111,7 @@ def eval_batches(source, batch_size: int, num_examples: int,
 def make(config: ml_collections.ConfigDict, process_index: int = 0,
          process_count: int = 1) -> Data:
   """Builds the train iterator and the eval pass for `config.data`."""
-  if config.data.name in mixtures.MIXTURES:  # synthetic, in memory
+  if config.data.name in mixtures.NAMES:  # synthetic, in memory
     name = config.data.name
     train_src, eval_src = map(ArraySource, mixtures.splits(name))
   else:

@@ -22,6 +22,22 @@ def make_grid(images_NHWC: np.ndarray, ncols: int | None = None,
   return grid
 
 
+# Anchors of a dark-to-bright colour map (black, purple, orange, pale yellow).
+_HEAT = np.array([[0.0, 0.0, 0.02], [0.34, 0.06, 0.43], [0.80, 0.26, 0.30],
+                  [0.99, 0.65, 0.04], [0.99, 1.0, 0.64]], np.float32)
+
+
+def heatmap(values_HW: np.ndarray) -> np.ndarray:
+  """A non-negative field (e.g. a density on a grid) as an [H, W, 3] picture
+  in [0, 1], scaled to its maximum, dark = 0."""
+  v = np.asarray(values_HW, np.float64)
+  v = np.nan_to_num(v / max(np.nanmax(v), 1e-30), nan=0.0)
+  t = np.clip(v, 0.0, 1.0) * (len(_HEAT) - 1)
+  i = np.minimum(t.astype(int), len(_HEAT) - 2)
+  frac = (t - i)[..., None]
+  return ((1 - frac) * _HEAT[i] + frac * _HEAT[i + 1]).astype(np.float32)
+
+
 def save_png(path: str | pathlib.Path, grid_HWC: np.ndarray,
              scale: int = 2) -> None:
   """Saves a [H, W, C] image with values in [0, 1], upscaled `scale` times."""
