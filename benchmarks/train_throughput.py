@@ -1,10 +1,15 @@
-r"""Train-step throughput of any experiment on the current backend.
+r"""Train-step throughput (and sampling time) of any experiment on the
+current backend.
 
   python benchmarks/train_throughput.py --exp=vae_mnist [--steps=100]
+  python benchmarks/train_throughput.py --exp=glow_mnist --sample_images=64
 
 Prints the compile time apart from the steady-state rate, and the rate twice:
 the compiled step alone on a batch already on the device, and the whole loop
-with the Grain input pipeline feeding it.
+with the Grain input pipeline feeding it. With --sample_images=N it also times
+the family's sampler drawing N images (after one untimed call that compiles
+it), as seconds per image: the cost of generation, which for autoregressive
+models is one network pass per (sub-)pixel.
 """
 
 import tempfile
@@ -22,6 +27,8 @@ from gen_jax import train
 _EXP = flags.DEFINE_string("exp", "vae_mnist", "Experiment to measure.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps per measurement.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
+_SAMPLE_IMAGES = flags.DEFINE_integer(
+    "sample_images", 0, "Also time drawing this many samples (0: skip).")
 _OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "Config overrides, e.g. --override=data.batch_size=256.")
 
@@ -70,6 +77,19 @@ def main(argv):
   print(f"compile      {compile_s:.2f} s")
   print(f"step only    {step_only:.2f} steps/s  {step_only * bs:.0f} examples/s")
   print(f"with data    {with_data:.2f} steps/s  {with_data * bs:.0f} examples/s")
+  n = _SAMPLE_IMAGES.value
+  if n:
+    sample_key = run.keys["sample"]
+    t0 = time.perf_counter()
+    jax.block_until_ready(run.family.sample(state, sample_key, n))
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(run.family.sample(state, jax.random.fold_in(
+        sample_key, 1), n))
+    sample_s = time.perf_counter() - t0
+    print(f"sampling     {n} images in {sample_s:.2f} s = "
+          f"{sample_s / n * 1000:.1f} ms/image (first call, compiling: "
+          f"{first_s:.1f} s)")
 
 
 if __name__ == "__main__":
