@@ -10,11 +10,15 @@ def learning_rate_schedule(train: ml_collections.ConfigDict,
   """Linear warmup, then constant, cosine or linear decay to 0 over the run.
 
   `updates_per_step`: optimizer updates per train step (a GAN's critic takes
-  n_critic per step), so the schedule spans the same train steps.
+  n_critic per step), so the schedule spans the same train steps. A run
+  shorter than its warm-up (a quick `--config.train.num_steps=20`) warms up
+  over half of it.
   """
   peak = train.learning_rate if peak is None else peak
   total = max(train.num_steps * updates_per_step, 2)
   warmup = train.warmup_steps * updates_per_step
+  if warmup >= total:
+    warmup = total // 2
   if train.lr_schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total)
   if train.lr_schedule == "linear":

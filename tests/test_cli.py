@@ -16,6 +16,10 @@ import pytest
 from conftest import REPO, run_main
 from gen_jax import checkpointing
 
+# As conftest.run_main: optimization level 0 for runs this small.
+_XLA_FLAGS = ("--xla_force_host_platform_device_count={} "
+              "--xla_backend_optimization_level=0")
+
 SMALL = ["--config.model.channels=8,16", "--config.model.hidden_dim=64"]
 
 
@@ -103,7 +107,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   args = ["--exp=vae_mnist:smoke", *SMALL, "--config.train.num_steps=6",
           "--config.train.log_every=1", "--config.train.ckpt_every=3"]
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  env = dict(os.environ, XLA_FLAGS=_XLA_FLAGS.format(2),
              JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir)
   procs = [subprocess.Popen(
       [sys.executable, "-m", "gen_jax.main", *args,
@@ -139,7 +143,7 @@ def test_sigkill_at_any_moment_never_breaks_the_next_start(data_dir, tmp_path):
           "--config.train.ckpt_every=1", "--config.train.keep_ckpts=2",
           "--config.train.eval_every=100000",
           "--config.train.sample_every=100000"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=_XLA_FLAGS.format(1),
              JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir)
   def latest():
     steps = [int(p.name) for p in (wd / "checkpoints").glob("*")
@@ -169,7 +173,7 @@ def test_sigkill_at_any_moment_never_breaks_the_next_start(data_dir, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(data_dir, tmp_path):
   wd = tmp_path / "preempted"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=_XLA_FLAGS.format(1),
              JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir)
   proc = subprocess.Popen(
       [sys.executable, "-m", "gen_jax.main", "--exp=vae_mnist:smoke",

@@ -46,3 +46,8 @@ def test_learning_rate_schedules():
   lr5 = optim.learning_rate_schedule(train, peak=2.0, updates_per_step=5)
   np.testing.assert_allclose([lr5(25), lr5(50), lr5(300), lr5(550)],
                              [1.0, 2.0, 1.0, 0.0], atol=1e-6)
+  # A run shorter than its warm-up warms up over half of it, then decays.
+  train.update(num_steps=8, lr_schedule="cosine")
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(0), lr(2), lr(4), lr(8)],
+                             [0.0, 0.5, 1.0, 0.0], atol=1e-6)

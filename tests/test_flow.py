@@ -6,6 +6,7 @@ densities' geometry; the train step on 1 vs 8 devices."""
 
 import math
 
+from conftest import FAST_COMPILE
 from conftest import train_on_devices
 from flax import nnx
 import jax
@@ -19,6 +20,10 @@ from gen_jax.data import mixtures
 from gen_jax.families import flow as flow_lib
 from gen_jax.models import bijectors as bij
 from gen_jax.models import flows
+
+
+def _jit(fn):
+  return jax.jit(fn, compiler_options=FAST_COMPILE)
 
 
 def _perturbed(module: nnx.Module, scale: float = 0.3, seed: int = 7):
@@ -35,8 +40,8 @@ def _perturbed(module: nnx.Module, scale: float = 0.3, seed: int = 7):
 def _check_bijector(layer, x, atol=1e-4):
   """Round trip, forward log-det vs slogdet(jacfwd) on example 0, and the
   inverse log-det being its negation."""
-  z, logdet = jax.jit(layer.forward)(x)
-  x_back, inv_logdet = jax.jit(layer.inverse)(z)
+  z, logdet = _jit(layer.forward)(x)
+  x_back, inv_logdet = _jit(layer.inverse)(z)
   np.testing.assert_allclose(x_back, x, atol=atol)
   np.testing.assert_allclose(inv_logdet, -logdet, rtol=1e-4, atol=1e-3)
 
@@ -46,7 +51,7 @@ def _check_bijector(layer, x, atol=1e-4):
     out = layer.forward(flat.reshape((1,) + shape))[0]
     return out.reshape(-1)
 
-  jac = jax.jit(jax.jacfwd(f))(x[0].reshape(-1))
+  jac = _jit(jax.jacfwd(f))(x[0].reshape(-1))
   assert jac.shape[0] == jac.shape[1]  # dimension-preserving
   sign, expected = jnp.linalg.slogdet(jac)
   assert sign != 0
@@ -195,17 +200,18 @@ def test_bits_per_dim_match_an_independent_computation():
   image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 4, 1)),
                       jnp.uint8)
   batch = {"image": image, "mask": jnp.ones((3,))}
-  state = _perturbed_state(family, family.init(jax.random.key(0), batch), 0.05)
+  state = _perturbed_state(
+      family, _jit(family.init)(jax.random.key(0), batch), 0.05)
   key = jax.random.key(5)
-  sums = family.eval_step(state, batch, key)
+  sums = _jit(family.eval_step)(state, batch, key)
   model = family._model(state.params, state.rest)
   v = (image.astype(jnp.float32) + jax.random.uniform(key, image.shape)) / 256
   expected = []
   for i in range(3):
     def f(flat):
       return model.forward(flat.reshape(1, 4, 4, 1))[0].reshape(-1)
-    z = f(v[i].reshape(-1))
-    _, logdet = jnp.linalg.slogdet(jax.jacfwd(f)(v[i].reshape(-1)))
+    z = _jit(f)(v[i].reshape(-1))
+    _, logdet = jnp.linalg.slogdet(_jit(jax.jacfwd(f))(v[i].reshape(-1)))
     log_p = -0.5 * jnp.sum(z**2) - 8 * math.log(2 * math.pi) + logdet
     expected.append((-log_p + 16 * math.log(256)) / (16 * math.log(2)))
   np.testing.assert_allclose(float(sums["bits_per_dim"]) / 3,

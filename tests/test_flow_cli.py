@@ -4,13 +4,13 @@ density picture, sampling at a temperature, and the offline CIFAR-10 error."""
 import json
 
 from conftest import run_main
-from test_gan_cli import _FAST, _final_eval
+from test_gan_cli import _final_eval
 
 
 def test_glow_mnist_reports_bits_per_dim_and_samples_at_a_temperature(
     data_dir, tmp_path):
   proc = run_main(["--exp=glow_mnist:smoke", f"--workdir={tmp_path}",
-                   "--config.train.num_steps=10"], data_dir, env=_FAST)
+                   "--config.train.num_steps=10"], data_dir)
   result = _final_eval(proc.stdout)
   # An untrained flow is far from the data, but the bound is finite and
   # positive, and bits/dim is the NLL per dimension in bits.
@@ -19,7 +19,7 @@ def test_glow_mnist_reports_bits_per_dim_and_samples_at_a_temperature(
              - result["bits_per_dim"]) < 1e-3
   assert (tmp_path / "samples" / "temperatures_step_10.png").exists()
   proc = run_main(["--exp=glow_mnist:smoke", f"--workdir={tmp_path}",
-                   "--mode=sample", "--temperature=0.5"], data_dir, env=_FAST)
+                   "--mode=sample", "--temperature=0.5"], data_dir)
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["family"] == "flow"
   assert list((tmp_path / "samples").glob("sample*.png")), proc.stdout
@@ -30,7 +30,7 @@ def test_flow_2d_draws_the_model_density(data_dir, tmp_path):
                    "--config.train.num_steps=20", "--config.train.log_every=10",
                    "--config.train.eval_every=20",
                    "--config.train.sample_every=20",
-                   "--config.model.steps_per_level=2"], data_dir, env=_FAST)
+                   "--config.model.steps_per_level=2"], data_dir)
   result = _final_eval(proc.stdout)
   # A density on the plane cannot beat the data's entropy by much (3.47 nats
   # for the checkerboard: uniform on 32 units of area).

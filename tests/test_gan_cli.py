@@ -6,11 +6,6 @@ import re
 
 from conftest import run_main
 
-# XLA:CPU's optimization passes dominate runs this small.
-_FAST = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
-                      "--xla_backend_optimization_level=0"}
-
-
 def _final_eval(stdout: str) -> dict[str, float]:
   line = re.search(r"final eval @ \d+ \(\d+s\): (.*)", stdout).group(1)
   return {k: float(v) for k, v in
@@ -19,7 +14,7 @@ def _final_eval(stdout: str) -> dict[str, float]:
 
 def test_mog2d_reports_modes_and_draws_the_scatter(data_dir, tmp_path):
   proc = run_main(["--exp=gan_mog2d:smoke", f"--workdir={tmp_path}"],
-                  data_dir, env=_FAST)
+                  data_dir)
   result = _final_eval(proc.stdout)
   assert 0 <= result["modes_captured"] <= 8
   assert 0.0 <= result["high_quality_pct"] <= 100.0
@@ -35,7 +30,7 @@ def test_conditional_gan_sample_quality(data_dir, tmp_path,
                    "--config.eval.quality_samples=100",
                    f"--config.eval.classifier_workdir={classifier_workdir}",
                    f"--config.eval.stats_dir={tmp_path / 'stats'}"],
-                  data_dir, env=_FAST)
+                  data_dir)
   result = _final_eval(proc.stdout)
   for name in ("fd_mnist_classifier", "precision", "recall",
                "class_accuracy", "d_real", "d_fake"):
