@@ -5,7 +5,7 @@ coupling], coupling networks 3x3 -> 1x1 -> 3x3 with 512 channels, factor-out
 with learned priors, 8-bit data, batch 64, Adam lr 1e-3 with a linear
 warm-up. The paper reports 3.35 bits/dim (affine coupling, 1x1 convolution).
 Needs TFDS 'cifar10' prepared (tfds build cifar10 --file_format=array_record);
-a GPU or TPU for the full model (about 44M parameters).
+a GPU or TPU for the full model (44.8M parameters).
 
   python -m gen_jax.main --exp=glow_cifar10 --workdir=runs/glow_cifar10
   python -m gen_jax.main --exp=glow_cifar10 --workdir=runs/glow_cifar10 --mode=sample --temperature=0.7

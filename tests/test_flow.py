@@ -81,11 +81,12 @@ def test_bijector_inverts_and_its_logdet_is_the_jacobians(name):
     layer = _perturbed(bij.AffineCoupling(
         bij.checkerboard_mask((4, 4), 2, 1), _conv_net(3, 4), 2, "tanh"))
   elif name == "coupling_channel_sigmoid":
+    x = _images((2, 4, 4, 3))
     layer = _perturbed(bij.AffineCoupling(
-        bij.channel_mask(2, 0), _conv_net(2, 4), 2, "sigmoid"))
+        bij.channel_mask(3, 0), _conv_net(1, 4), 3, "sigmoid"))
   elif name == "coupling_vector":
-    x = _images((2, 3))
-    net = flows.MLPConditioner(3, 8, 6, rngs=nnx.Rngs(2))
+    x = _images((2, 3))  # features 0 and 2 kept, 1 transformed
+    net = flows.MLPConditioner(2, 8, 2, rngs=nnx.Rngs(2))
     layer = _perturbed(bij.AffineCoupling(bij.checkerboard_mask((), 3, 0),
                                           net, 3, "tanh"))
   elif name == "squeeze":
@@ -102,8 +103,8 @@ def test_bijector_inverts_and_its_logdet_is_the_jacobians(name):
 def test_masks_leave_their_kept_part_unchanged():
   x = _images((2, 4, 4, 2))
   for mask in (bij.checkerboard_mask((4, 4), 2, 0), bij.channel_mask(2, 1)):
-    extra = 1 if mask.ndim > 1 else 0
-    layer = _perturbed(bij.AffineCoupling(mask, _conv_net(2 + extra, 4), 2))
+    layer = _perturbed(bij.AffineCoupling(
+        mask, _conv_net(*bij.coupling_io(mask, 2)), 2))
     z, _ = layer.forward(x)
     kept = jnp.broadcast_to(mask, x.shape[1:])[None] > 0
     np.testing.assert_array_equal(jnp.where(kept, z, 0), jnp.where(kept, x, 0))
@@ -225,7 +226,7 @@ def test_2d_flow_density_integrates_to_one():
                    preprocess="none", hidden=16, steps_per_level=4)
   points = jnp.asarray(mixtures.splits("moons")[1]["image"][:256])
   state = _perturbed_state(
-      family, family.init(jax.random.key(0), {"image": points}), 0.2)
+      family, family.init(jax.random.key(0), {"image": points}), 0.1)
   axis = np.linspace(-12, 12, 1201)
   xx, yy = np.meshgrid(axis, axis)
   grid = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], 1), jnp.float32)
@@ -272,3 +273,25 @@ def test_glow_train_step_is_the_same_on_1_and_8_devices():
   for a, b in zip(jax.tree.leaves(state1.params),
                   jax.tree.leaves(state8.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_glow_cifar10_is_the_papers_architecture_by_parameter_count():
+  """L = 3 levels of K = 32 steps at 16x16x12, 8x8x24, 4x4x48 with 512-wide
+  coupling networks that read half the channels and emit scale and shift for
+  the other half, and learned priors at the two factor-outs: counted by hand
+  against the model built from experiments/glow_cifar10.py (shapes only)."""
+  family = families.build(config_lib.get_config("glow_cifar10"))
+  model = nnx.eval_shape(lambda: flows.build(family.flow_cfg, nnx.Rngs(0)))
+  params = nnx.split(model, nnx.Param, ...)[1]
+  got = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+  h = 512
+
+  def net(c_in, c_out):  # 3x3 -> 1x1 -> 3x3, with biases
+    return 9 * c_in * h + h + h * h + h + 9 * h * c_out + c_out
+
+  def step(c):  # actnorm, 1x1 conv (LU: two c x c factors and log|s|), coupling
+    return 2 * c + 2 * c * c + c + net(c // 2, c)
+
+  expected = sum(32 * step(c) for c in (12, 24, 48))
+  expected += net(6, 12) + net(12, 24)  # the priors: mean and log-std
+  assert got == expected == 44_823_076

@@ -16,6 +16,7 @@ import math
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Fixed(nnx.Variable):
@@ -119,71 +120,108 @@ class Invertible1x1Conv(Bijector):
 
 
 def checkerboard_mask(spatial: tuple[int, ...], channels: int, parity: int
-                      ) -> jax.Array:
+                      ) -> np.ndarray:
   """1 where (sum of coordinates + parity) is even: over pixels for images
-  (shape [H, W, 1]), over features for vectors (shape [C])."""
+  (shape [H, W, 1]), over features for vectors (shape [C]). A numpy constant:
+  masks fix the structure of a layer, not its parameters."""
   if not spatial:
-    return ((jnp.arange(channels) + parity) % 2 == 0).astype(jnp.float32)
-  grids = jnp.meshgrid(*[jnp.arange(n) for n in spatial], indexing="ij")
-  return ((sum(grids) + parity) % 2 == 0).astype(jnp.float32)[..., None]
+    return ((np.arange(channels) + parity) % 2 == 0).astype(np.float32)
+  grids = np.meshgrid(*[np.arange(n) for n in spatial], indexing="ij")
+  return ((sum(grids) + parity) % 2 == 0).astype(np.float32)[..., None]
 
 
-def channel_mask(channels: int, parity: int) -> jax.Array:
+def channel_mask(channels: int, parity: int) -> np.ndarray:
   """1 on the first half of the channels (parity 0) or the second (1)."""
-  first = (jnp.arange(channels) < channels // 2).astype(jnp.float32)
+  first = (np.arange(channels) < channels // 2).astype(np.float32)
   return first if parity == 0 else 1.0 - first
 
 
-class AffineCoupling(Bijector):
-  """Affine coupling (RealNVP, Dinh et al. 2017): the masked part x_b passes
-  unchanged, the rest becomes x * exp(log_s(x_b)) + t(x_b).
+def coupling_io(mask: np.ndarray, channels: int) -> tuple[int, int]:
+  """(input, output) channels of the conditioner an `AffineCoupling` with
+  this mask needs."""
+  if mask.ndim > 1:  # pixels: the masked input and the mask; all channels
+    return channels + 1, 2 * channels
+  kept = int(np.sum(mask))
+  return kept, 2 * (channels - kept)
 
-  `mask` ([H, W, 1] or [C], from `checkerboard_mask` / `channel_mask`) is 1 on
-  the kept positions/channels: a checkerboard over pixels, or a half of the
-  channels. The conditioner sees
-  x * mask and, for pixel masks, the mask itself as an extra channel; it
-  returns 2C channels (raw log-scale, shift). Scales: 'tanh' gives
+
+def _take(x: jax.Array, idx: tuple[int, ...]) -> jax.Array:
+  if idx == tuple(range(idx[0], idx[-1] + 1)):  # contiguous: a slice
+    return x[..., idx[0]:idx[-1] + 1]
+  return x[..., list(idx)]
+
+
+class AffineCoupling(Bijector):
+  """Affine coupling (RealNVP, Dinh et al. 2017): the kept part x_k passes
+  unchanged, the rest becomes x * exp(log_s(x_k)) + t(x_k).
+
+  `mask` (from `checkerboard_mask` / `channel_mask`) is 1 on the kept part:
+  - [H, W, 1], a checkerboard over pixels: the conditioner sees x * mask and
+    the mask itself as an extra channel, and returns (raw log-scale, shift)
+    for every channel, used where the mask is 0;
+  - [C], a subset of the channels (or features of a vector): the conditioner
+    sees the kept channels only and returns (raw log-scale, shift) for the
+    others, as in RealNVP's channel-wise and Glow's couplings.
+  `coupling_io` gives the conditioner's channel counts. Scales: 'tanh' gives
   log_s = exp(rescale) * tanh(raw) (RealNVP), 'sigmoid' gives
   log_s = log sigmoid(raw + 2) (Glow). A zero-initialized last layer makes the
   layer start as the identity ('sigmoid' as a fixed ~0.88 scale).
   """
 
-  def __init__(self, mask: jax.Array, conditioner: nnx.Module, channels: int,
+  def __init__(self, mask: np.ndarray, conditioner: nnx.Module, channels: int,
                scale: str = "tanh"):
     if scale not in ("tanh", "sigmoid"):
       raise ValueError(f"scale must be 'tanh' or 'sigmoid', got '{scale}'.")
-    self.pixel_mask = mask.ndim > 1  # else a mask over channels/features
-    self.mask = Fixed(mask)
+    mask = np.asarray(mask)
+    self.pixel_mask = mask.ndim > 1
+    self.mask = Fixed(jnp.asarray(mask))
+    if self.pixel_mask:
+      self.kept = self.free = None
+      transformed = channels
+    else:
+      self.kept = tuple(int(i) for i in np.flatnonzero(mask > 0))
+      self.free = tuple(int(i) for i in np.flatnonzero(mask == 0))
+      transformed = len(self.free)
     self.conditioner = conditioner
     self.scale = scale
-    self.rescale = nnx.Param(jnp.zeros((channels,))) if scale == "tanh" else None
+    self.rescale = (nnx.Param(jnp.zeros((transformed,))) if scale == "tanh"
+                    else None)
 
-  def _mask(self, x):
-    """The mask with leading unit axes to the rank of x (no rank promotion)."""
-    mask = self.mask[...]
-    return mask.reshape((1,) * (x.ndim - mask.ndim) + mask.shape)
-
-  def _log_scale_and_shift(self, x_kept):
-    mask = self._mask(x_kept)
-    h = x_kept
-    if self.pixel_mask:  # tell the conditioner where the mask is
-      h = jnp.concatenate(
-          [h, jnp.broadcast_to(mask, x_kept.shape[:-1] + (1,))], axis=-1)
-    raw, shift = jnp.split(self.conditioner(h), 2, axis=-1)
+  def _log_scale(self, raw):
     if self.scale == "tanh":
-      log_s = _per_channel(jnp.exp(self.rescale[...]), raw.ndim) * jnp.tanh(raw)
-    else:
-      log_s = jax.nn.log_sigmoid(raw + 2.0)
+      return _per_channel(jnp.exp(self.rescale[...]), raw.ndim) * jnp.tanh(raw)
+    return jax.nn.log_sigmoid(raw + 2.0)
+
+  def _pixel_params(self, x):
+    """Full-size (log_s, shift), zero on the kept pixels."""
+    mask = self.mask[...]
+    mask = mask.reshape((1,) * (x.ndim - mask.ndim) + mask.shape)
+    h = jnp.concatenate(
+        [x * mask, jnp.broadcast_to(mask, x.shape[:-1] + (1,))], axis=-1)
+    raw, shift = jnp.split(self.conditioner(h), 2, axis=-1)
     free = 1.0 - mask
-    return log_s * free, shift * free
+    return self._log_scale(raw) * free, shift * free
+
+  def _channel_params(self, x):
+    """(log_s, shift) of the transformed channels only."""
+    raw, shift = jnp.split(self.conditioner(_take(x, self.kept)), 2, axis=-1)
+    return self._log_scale(raw), shift
 
   def forward(self, x):
-    log_s, shift = self._log_scale_and_shift(x * self._mask(x))
-    return x * jnp.exp(log_s) + shift, sum_except_batch(log_s)
+    if self.pixel_mask:
+      log_s, shift = self._pixel_params(x)
+      return x * jnp.exp(log_s) + shift, sum_except_batch(log_s)
+    log_s, shift = self._channel_params(x)
+    z_free = _take(x, self.free) * jnp.exp(log_s) + shift
+    return x.at[..., list(self.free)].set(z_free), sum_except_batch(log_s)
 
   def inverse(self, z):
-    log_s, shift = self._log_scale_and_shift(z * self._mask(z))
-    return (z - shift) * jnp.exp(-log_s), -sum_except_batch(log_s)
+    if self.pixel_mask:
+      log_s, shift = self._pixel_params(z)
+      return (z - shift) * jnp.exp(-log_s), -sum_except_batch(log_s)
+    log_s, shift = self._channel_params(z)
+    x_free = (_take(z, self.free) - shift) * jnp.exp(-log_s)
+    return z.at[..., list(self.free)].set(x_free), -sum_except_batch(log_s)
 
 
 def squeeze(x_BHWC: jax.Array) -> jax.Array:

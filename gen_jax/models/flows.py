@@ -131,9 +131,9 @@ class ImageFlow(nnx.Module):
     self.shapes = tuple(shapes)
 
   def _coupling(self, mask, c, rngs):
-    extra = 1 if mask.ndim > 1 else 0
-    net = ConvConditioner(c + extra, self.cfg.hidden, 2 * c,
-                          self.cfg.num_blocks, rngs=rngs)
+    c_in, c_out = bij.coupling_io(mask, c)
+    net = ConvConditioner(c_in, self.cfg.hidden, c_out, self.cfg.num_blocks,
+                          rngs=rngs)
     return bij.AffineCoupling(mask, net, c, scale=self.cfg.coupling_scale)
 
   def _realnvp_level(self, shape, last, rngs):
@@ -211,10 +211,11 @@ class VectorFlow(nnx.Module):
     (d,) = cfg.data_shape
     steps = []
     for i in range(cfg.steps_per_level):
-      net = MLPConditioner(d, cfg.hidden, 2 * d, rngs=rngs)
+      mask = bij.checkerboard_mask((), d, i % 2)
+      d_in, d_out = bij.coupling_io(mask, d)
+      net = MLPConditioner(d_in, cfg.hidden, d_out, rngs=rngs)
       steps += [bij.ActNorm(d), bij.Invertible1x1Conv(d, rngs=rngs),
-                bij.AffineCoupling(bij.checkerboard_mask((), d, i % 2), net, d,
-                                   scale=cfg.coupling_scale)]
+                bij.AffineCoupling(mask, net, d, scale=cfg.coupling_scale)]
     self.chain = bij.Chain(steps)
     self.cfg = cfg
 
