@@ -31,9 +31,14 @@ def get_config(arg=None):
 
   # The paper (van den Oord et al. 2016, "Conditional Image Generation with
   # PixelCNN Decoders") reports about 0.81 bits/dim on 8-bit MNIST with a
-  # larger network trained far longer on all 60,000 digits. This one is sized
-  # for a ~25-minute run on a 2-core CPU (and, offline, the 4,000 embedded
-  # training digits).
+  # larger network trained far longer on all 60,000 digits. This one (178k
+  # parameters; 8 gated layers of 32 features, a 7x7 first layer, so each
+  # pixel sees 11 rows up and 10 columns either side) is sized for a 2-core
+  # CPU. Measured on the 4,000 embedded training digits (offline), on 2 cores
+  # shared with another engineer's training jobs (load ~7): 1.165 bits/dim
+  # (nll 633.0 nats) on the 1,000 held-out digits after 1,500 steps (train
+  # 1.163: underfit, not overfit); 0.75 steps/s, 42 min wall, 1.2 CPU-s per
+  # step; 16 samples in 74 s (784 network passes each).
   c.model.arch = "gated"  # 'gated' | 'plain' (masked convs, has a blind spot)
   c.model.likelihood = "categorical"  # 'categorical' (256-way) | 'bernoulli'
   c.model.channels = 32

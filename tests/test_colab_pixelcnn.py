@@ -1,0 +1,23 @@
+"""The PixelCNN Colab notebook runs top to bottom (at a tiny size)."""
+
+import math
+import re
+
+from conftest import execute_notebook
+from test_colab_diffusion import _text
+
+
+def test_pixelcnn_notebook_executes(data_dir, tmp_path, monkeypatch):
+  outputs = execute_notebook("pixelcnn.ipynb", data_dir, tmp_path / "run",
+                             monkeypatch)
+  images = [o for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) >= 3  # the trainer's grid, the samples, the curve
+  text = _text(outputs)
+  low, high = map(float, re.search(
+      r"4 samples in \S+s \(\S+s per image\), pixel range \[(\S+), (\S+)\]",
+      text).groups())
+  assert 0.0 <= low < high <= 1.0, text
+  bits = float(re.search(r"held-out (\S+) bits/dim over 64 images", text)
+               .group(1))
+  assert math.isfinite(bits) and 0 < bits < 9, text
+  assert (tmp_path / "run" / "checkpoints" / "10").is_dir()
