@@ -17,21 +17,17 @@ from gen_jax.errors import UserError
 from gen_jax.families import base
 from gen_jax.models import pixelcnn
 
-from conftest import train_on_devices
+from conftest import FAST_COMPILE, train_on_devices
 
 
 def _family(*overrides, exp="pixelcnn_mnist:smoke"):
   return families.build(config_lib.get_config(exp, list(overrides)))
 
 
-# XLA:CPU compiles each random draw of an initializer for about a second at
-# its default optimization level: parameters here are drawn by numpy, and the
-# tiny networks compiled without backend optimization.
-_FAST = {"xla_backend_optimization_level": 0}
-
-
+# Parameters are drawn by numpy (XLA:CPU compiles each random draw of an
+# initializer for about a second), networks compiled without optimization.
 def _jit(fn):
-  return jax.jit(fn, compiler_options=_FAST)
+  return jax.jit(fn, compiler_options=FAST_COMPILE)
 
 
 def _random_like(abstract, seed=0, scale=1.0):

@@ -10,9 +10,6 @@ from PIL import Image
 
 from conftest import run_main
 
-# XLA:CPU's optimization passes dominate runs this small.
-_FAST = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
-                      "--xla_backend_optimization_level=0"}
 _TINY = ["--config.model.num_layers=1", "--config.train.num_steps=6",
          "--config.train.ckpt_every=6", "--config.train.eval_every=6",
          "--config.train.sample_every=6", "--config.eval.num_examples=64",
@@ -27,7 +24,7 @@ def _final_eval(stdout: str) -> dict[str, float]:
 
 def test_train_eval_and_samples(data_dir, tmp_path):
   proc = run_main(["--exp=pixelcnn_mnist:smoke", f"--workdir={tmp_path}",
-                   *_TINY], data_dir, env=_FAST)
+                   *_TINY], data_dir)
   result = _final_eval(proc.stdout)
   assert 0 < result["bits_per_dim"] < 9, proc.stdout
   np.testing.assert_allclose(result["bits_per_dim"],
