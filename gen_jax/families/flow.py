@@ -193,6 +193,10 @@ class Flow(base.Family):
     return self.log_prob(self._model(self.eval_params(state), state.rest),
                          points_N2)
 
+  def log_density(self, state, points: jax.Array) -> jax.Array:
+    """log p(x) (nats) of a flow over vectors at each of `points` [N, D]."""
+    return self._log_prob_jit(state, jnp.asarray(points, jnp.float32))
+
   def density_image(self, state, points_N2: np.ndarray, size: int = 160
                     ) -> np.ndarray:
     """The model density p(x) of a 2-D flow over the square spanned by
@@ -202,7 +206,7 @@ class Flow(base.Family):
     axis = np.linspace(-half, half, size)
     xx, yy = np.meshgrid(centre[0] + axis, centre[1] + axis[::-1])
     grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
-    log_p = np.asarray(self._log_prob_jit(state, grid))
+    log_p = np.asarray(self.log_density(state, grid))
     return grids.heatmap(np.exp(log_p).reshape(size, size))
 
   def visualize(self, state, batch, key):
