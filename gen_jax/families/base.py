@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 import ml_collections
 import numpy as np
+import optax
 
 from gen_jax.errors import UserError
 
@@ -111,6 +112,19 @@ def new_train_state(model: nnx.Module, optimizer, ema_decay: float
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params),
                     ema_params=params if ema_decay > 0 else None, rest=rest)
+
+
+def apply_gradients(state: TrainState, grads: nnx.State, optimizer,
+                    ema_decay: float) -> TrainState:
+  """One optimizer update of a one-network family, the EMA (with its decay
+  warm-up, `ema_decay_at`) and the step counter."""
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if ema is not None:
+    ema = ema_update(ema, params, ema_decay_at(ema_decay, state.step))
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state, ema_params=ema)
 
 
 def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:

@@ -262,16 +262,9 @@ class Diffusion(base.Family):
       return jnp.mean(self.loss_terms(params, state.rest, batch, key, True))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state,
-                                               state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = base.ema_update(ema, params, base.ema_decay_at(
-          self.config.train.ema_decay, state.step))
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema), metrics
+    state = base.apply_gradients(state, grads, self.optimizer,
+                                 self.config.train.ema_decay)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   # --- the variational bound -------------------------------------------------
 

@@ -148,18 +148,11 @@ class Flow(base.Family):
 
     (loss, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state,
-                                               state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = base.ema_update(ema, params,
-                            base.ema_decay_at(self.config.train.ema_decay,
-                                              state.step))
+    state = base.apply_gradients(state, grads, self.optimizer,
+                                 self.config.train.ema_decay)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                **self._metrics(nll, jnp.mean)}
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema), metrics
+    return state, metrics
 
   def eval_step(self, state, batch, key, final=False):
     del final  # the dequantization bound is exact per sample: one estimate

@@ -156,19 +156,12 @@ class PixelCNNFamily(base.Family):
 
     (loss, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state,
-                                               state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = base.ema_update(ema, params,
-                            base.ema_decay_at(self.config.train.ema_decay,
-                                              state.step))
+    state = base.apply_gradients(state, grads, self.optimizer,
+                                 self.config.train.ema_decay)
     metrics = {"loss": loss, "nll": nll, "grad_norm": optax.tree.norm(grads)}
     if self.likelihood == "categorical":
       metrics["bits_per_dim"] = loss / LOG2
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema), metrics
+    return state, metrics
 
   # --- evaluation ----------------------------------------------------------
 

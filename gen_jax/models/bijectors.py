@@ -145,10 +145,12 @@ def coupling_io(mask: np.ndarray, channels: int) -> tuple[int, int]:
   return kept, 2 * (channels - kept)
 
 
-def _take(x: jax.Array, idx: tuple[int, ...]) -> jax.Array:
-  if idx == tuple(range(idx[0], idx[-1] + 1)):  # contiguous: a slice
-    return x[..., idx[0]:idx[-1] + 1]
-  return x[..., list(idx)]
+def _channels(idx: tuple[int, ...]) -> slice | list[int]:
+  """An index over the last axis: a slice when contiguous (a channel half),
+  so reads and writes are slices rather than gathers and scatters."""
+  if idx == tuple(range(idx[0], idx[-1] + 1)):
+    return slice(idx[0], idx[-1] + 1)
+  return list(idx)
 
 
 class AffineCoupling(Bijector):
@@ -204,7 +206,7 @@ class AffineCoupling(Bijector):
 
   def _channel_params(self, x):
     """(log_s, shift) of the transformed channels only."""
-    raw, shift = jnp.split(self.conditioner(_take(x, self.kept)), 2, axis=-1)
+    raw, shift = jnp.split(self.conditioner(x[..., _channels(self.kept)]), 2, axis=-1)
     return self._log_scale(raw), shift
 
   def forward(self, x):
@@ -212,16 +214,18 @@ class AffineCoupling(Bijector):
       log_s, shift = self._pixel_params(x)
       return x * jnp.exp(log_s) + shift, sum_except_batch(log_s)
     log_s, shift = self._channel_params(x)
-    z_free = _take(x, self.free) * jnp.exp(log_s) + shift
-    return x.at[..., list(self.free)].set(z_free), sum_except_batch(log_s)
+    free = _channels(self.free)
+    z_free = x[..., free] * jnp.exp(log_s) + shift
+    return x.at[..., free].set(z_free), sum_except_batch(log_s)
 
   def inverse(self, z):
     if self.pixel_mask:
       log_s, shift = self._pixel_params(z)
       return (z - shift) * jnp.exp(-log_s), -sum_except_batch(log_s)
     log_s, shift = self._channel_params(z)
-    x_free = (_take(z, self.free) - shift) * jnp.exp(-log_s)
-    return z.at[..., list(self.free)].set(x_free), -sum_except_batch(log_s)
+    free = _channels(self.free)
+    x_free = (z[..., free] - shift) * jnp.exp(-log_s)
+    return z.at[..., free].set(x_free), -sum_except_batch(log_s)
 
 
 def squeeze(x_BHWC: jax.Array) -> jax.Array:
