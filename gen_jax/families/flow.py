@@ -76,17 +76,17 @@ class Flow(base.Family):
     if m.preprocess == "logit" and not 0 < m.logit_alpha < 0.5:
       raise UserError(f"--config.model.logit_alpha: must be in (0, 0.5), got "
                       f"{m.logit_alpha}.")
-    levels = m.num_levels - 1 + (m.arch == "glow")
-    if self.is_image and (shape[0] % 2**levels or shape[1] % 2**levels):
-      raise UserError(f"--config.model.num_levels={m.num_levels}: a {m.arch} "
-                      f"flow squeezes {levels} times by 2, which a "
-                      f"{shape[0]}x{shape[1]} image does not allow.")
     self.flow_cfg = flows.FlowConfig(
         arch=m.arch, data_shape=shape, num_levels=m.num_levels,
         steps_per_level=m.steps_per_level, hidden=m.hidden,
         num_blocks=m.num_blocks, coupling_scale=m.coupling_scale,
         preprocess=m.preprocess if self.is_image else "none",
         logit_alpha=m.logit_alpha)
+    squeezes = self.flow_cfg.num_squeezes
+    if self.is_image and (shape[0] % 2**squeezes or shape[1] % 2**squeezes):
+      raise UserError(f"--config.model.num_levels={m.num_levels}: a {m.arch} "
+                      f"flow squeezes {squeezes} times by 2, which a "
+                      f"{shape[0]}x{shape[1]} image does not allow.")
     self.num_dims = math.prod(shape)
     self.optimizer = optim.make_optimizer(config.train)
     abstract = nnx.eval_shape(lambda: flows.build(self.flow_cfg,

@@ -42,6 +42,12 @@ class FlowConfig:
   preprocess: str = "logit"  # 'logit' | 'center' | 'none'
   logit_alpha: float = 1e-6
 
+  @property
+  def num_squeezes(self) -> int:
+    """Halvings of the image side: Glow squeezes at every level, RealNVP
+    between levels."""
+    return self.num_levels - 1 + (self.arch == "glow")
+
 
 class ResBlock(nnx.Module):
   """h + conv(relu(conv(relu(h)))), 3x3 convs."""
@@ -112,10 +118,9 @@ class ImageFlow(nnx.Module):
                        f"'{cfg.arch}'.")
     self.cfg = cfg
     h, w, c = cfg.data_shape
-    if h % 2 ** (cfg.num_levels - 1 + (cfg.arch == "glow")) or w % 2 ** (
-        cfg.num_levels - 1 + (cfg.arch == "glow")):
+    if h % 2**cfg.num_squeezes or w % 2**cfg.num_squeezes:
       raise ValueError(f"An image of {h}x{w} cannot be squeezed "
-                       f"{cfg.num_levels} times by 2.")
+                       f"{cfg.num_squeezes} times by 2.")
     self.preprocess = bij.Chain(_preprocess(cfg))
     levels = []
     shapes = []  # (H, W, C) leaving each level, before its factor-out
