@@ -33,8 +33,9 @@ EXTRAS_REQUIRE = {
         "tensorboard>=2.16",  # Reads the event files back in the logging test.
         "scipy>=1.11",
     ],
-    # The torch-fidelity Inception parity test (torch-fidelity: see .ci/run).
-    "parity": ["torch==2.13.0", "tqdm"],
+    # The torch-fidelity Inception parity test (torch-fidelity: see .ci/run);
+    # the GPT-2 BPE parity test (transformers needs no torch for tokenizers).
+    "parity": ["torch==2.13.0", "tqdm", "transformers==5.23.0"],
     # benchmarks/unet_vs_diffusers.py: the PyTorch peer (torch: the parity extra).
     "bench": ["diffusers==0.42.1"],
 }

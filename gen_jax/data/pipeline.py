@@ -1,5 +1,9 @@
 """Grain pipelines over `tfds.data_source`: seeded shuffling, batching, per-host slices.
 
+Image datasets are TFDS (or in-memory synthetic) splits; text datasets
+(`text.NAMES`) are token windows over a tokenized corpus. Both go through the
+same seeded order, slicing and eval padding below.
+
 Every process computes the same seeded order of example indices and cuts the
 same global batches from it; each process then reads only its own contiguous
 slice of each global batch. So the global batch at step s is the same set of
@@ -9,6 +13,7 @@ whose state (the position in that order) is saved with every checkpoint.
 """
 
 import dataclasses
+import os
 from typing import Callable, Iterator
 
 import grain
@@ -18,6 +23,8 @@ import tensorflow_datasets as tfds
 
 from gen_jax.data import mixtures
 from gen_jax.data import sources
+from gen_jax.data import text
+from gen_jax.data import tokenizers
 from gen_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -29,7 +36,7 @@ class Data:
   train: grain.DatasetIterator  # endless; checkpointable
   eval_batches: Callable[[], Iterator[Batch]]  # one pass over the eval split
   init_batch: Batch  # the first train batch, for data-dependent init
-  dataset: str  # the TFDS name actually read
+  dataset: str  # what was actually read (the TFDS name, or a corpus's)
   num_train: int
   num_eval: int
   local_batch_size: int
@@ -49,7 +56,7 @@ class ArraySource:
     return cls({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
   def __len__(self) -> int:
-    return len(self.arrays["label"])
+    return len(next(iter(self.arrays.values())))
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     return {k: v[i] for k, v in self.arrays.items()}
@@ -58,19 +65,22 @@ class ArraySource:
     return {k: v[np.asarray(indices)] for k, v in self.arrays.items()}
 
 
+# The features kept from records of sources without `gather` (TFDS splits),
+# with their batch dtypes; others (e.g. string ids) never reach the device.
+_RECORD_FEATURES = {"image": np.uint8, "label": np.int32}
+
+
 def _gather(source, indices: np.ndarray) -> Batch:
   """Reads `indices` from a random-access source into one stacked batch."""
-  if isinstance(source, ArraySource):
+  if hasattr(source, "gather"):  # in memory: one vectorized read
     return source.gather(indices)
   indices = [int(i) for i in indices]
   if hasattr(source, "__getitems__"):
     records = source.__getitems__(indices)
   else:
     records = [source[i] for i in indices]
-  return {
-      "image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
-      "label": np.asarray([r["label"] for r in records], np.int32),
-  }
+  return {key: np.stack([np.asarray(r[key], dtype) for r in records])
+          for key, dtype in _RECORD_FEATURES.items() if key in records[0]}
 
 
 def _local_size(global_size: int, process_count: int, what: str) -> int:
@@ -101,17 +111,40 @@ def eval_batches(source, batch_size: int, num_examples: int,
                                                (process_index + 1) * local]
     mask = idx < num_examples
     batch = _gather(source, np.where(mask, idx, 0))
-    image = batch["image"]
-    batch["image"] = image * mask.reshape((-1,) + (1,) * (image.ndim - 1)
-                                          ).astype(image.dtype)
+    for key, value in batch.items():
+      real = mask.reshape((-1,) + (1,) * (value.ndim - 1))
+      batch[key] = np.where(real, value, np.zeros((), value.dtype))
     batch["mask"] = mask.astype(np.float32)
     yield batch
+
+
+def text_sources(config: ml_collections.ConfigDict
+                 ) -> tuple[text.TrainWindows, text.EvalWindows, str]:
+  """Token windows over a text corpus: (train, eval, what was read).
+
+  Encodings by slow tokenizers (GPT-2 BPE) are kept as .npy files under the
+  data dir, so only the first run on a corpus pays for them.
+  """
+  corpus = text.load_corpus(config.data.name, config.data.source,
+                            config.data.data_dir)
+  tokenizer = tokenizers.make(config, corpus)
+  cache_dir = os.path.join(config.data.data_dir or sources.default_data_dir(),
+                           "gen_jax_tokens")
+  name = corpus.dataset.split(" ")[0]
+  train_ids = tokenizers.encode_corpus(tokenizer, corpus.train, f"{name}-train",
+                                       cache_dir)
+  eval_ids = tokenizers.encode_corpus(tokenizer, corpus.eval, f"{name}-eval",
+                                      cache_dir)
+  return (text.TrainWindows(train_ids, config.data.seq_len),
+          text.EvalWindows(eval_ids, config.data.seq_len), corpus.dataset)
 
 
 def make(config: ml_collections.ConfigDict, process_index: int = 0,
          process_count: int = 1) -> Data:
   """Builds the train iterator and the eval pass for `config.data`."""
-  if config.data.name in mixtures.NAMES:  # synthetic, in memory
+  if config.data.name in text.NAMES:
+    train_src, eval_src, name = text_sources(config)
+  elif config.data.name in mixtures.NAMES:  # synthetic, in memory
     name = config.data.name
     train_src, eval_src = map(ArraySource, mixtures.splits(name))
   else:
@@ -123,11 +156,12 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
     if config.data.cache:
       train_src = ArraySource.decode(train_src)
       eval_src = ArraySource.decode(eval_src)
-  expected = tuple(config.data.image_shape)
-  got = tuple(np.asarray(train_src[0]["image"]).shape)
-  if got != expected:
-    raise UserError(f"--config.data.image_shape={expected} but '{name}' has "
-                    f"examples of shape {got}.")
+  if config.data.name not in text.NAMES:
+    expected = tuple(config.data.image_shape)
+    got = tuple(np.asarray(train_src[0]["image"]).shape)
+    if got != expected:
+      raise UserError(f"--config.data.image_shape={expected} but '{name}' has "
+                      f"examples of shape {got}.")
   num_eval = len(eval_src)
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)
