@@ -57,7 +57,7 @@ def rotary(x_BTNH: jax.Array, positions_BT: jax.Array, base: float = 10000.0
   Dot products of rotated queries and keys depend only on the offset."""
   half = x_BTNH.shape[-1] // 2
   freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [H/2]
-  angle = positions_BT[..., None].astype(jnp.float32) * freqs  # [B, T, H/2]
+  angle = positions_BT[..., None].astype(jnp.float32) * freqs[None, None]
   cos = jnp.cos(angle)[:, :, None, :]
   sin = jnp.sin(angle)[:, :, None, :]
   x1 = x_BTNH[..., :half].astype(jnp.float32)

@@ -52,7 +52,8 @@ class Dense(nnx.Module):
       low = x @ self.lora_a[...].astype(self.dtype)
       y = y + (self.lora_scale * low) @ self.lora_b[...].astype(self.dtype)
     if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
+      bias = self.bias[...].astype(self.dtype)
+      y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
 
 

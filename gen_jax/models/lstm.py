@@ -60,9 +60,19 @@ class LSTMLM(nnx.Module):
   def __call__(self, tokens_BT: jax.Array, rngs: nnx.Rngs | None = None
                ) -> jax.Array:
     """Logits for every position from a zero carry; dropout iff `rngs`."""
-    x = self.dropout(self.embed[...][tokens_BT].astype(self.cfg.dtype),
-                     rngs=rngs)
-    carry = self.init_cache(tokens_BT.shape[0])
+    return self.from_embeddings(self.embed_tokens(tokens_BT, rngs), rngs)
+
+  def embed_tokens(self, tokens_BT: jax.Array, rngs: nnx.Rngs | None = None
+                   ) -> jax.Array:
+    """Token embeddings [B, T, E] (dropout iff `rngs`)."""
+    x = self.embed[...][tokens_BT].astype(self.cfg.dtype)
+    return self.dropout(x, rngs=rngs)
+
+  def from_embeddings(self, x_BTD: jax.Array, rngs: nnx.Rngs | None = None
+                      ) -> jax.Array:
+    """The LSTM layers and the head over `embed_tokens`' output -> logits."""
+    x = x_BTD
+    carry = self.init_cache(x_BTD.shape[0])
     for rnn, layer_carry in zip(self.rnns, carry.layers):
       x = self.dropout(rnn(x, initial_carry=layer_carry), rngs=rngs)
     return self.head(x).astype(jnp.float32)
@@ -71,7 +81,7 @@ class LSTMLM(nnx.Module):
              ) -> tuple[jax.Array, Carry]:
     """T more tokens from `carry` (no dropout); returns logits [B, T, V] and
     the new carry."""
-    x = self.embed[...][tokens_BT].astype(self.cfg.dtype)
+    x = self.embed_tokens(tokens_BT)
     layers = []
     for rnn, layer_carry in zip(self.rnns, carry.layers):
       cell = rnn.cell

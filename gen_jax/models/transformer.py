@@ -37,7 +37,9 @@ class TransformerConfig:
   num_heads: int = 6
   width: int = 384
   mlp_width: int = 0  # 0: 4 * width
-  dropout: float = 0.0  # on the embeddings and each residual branch
+  # On the embeddings and each residual branch (not on the attention
+  # probabilities: the fused attention kernels have no dropout).
+  dropout: float = 0.0
   positions: str = "learned"  # 'learned' | 'rotary'
   rotary_base: float = 10000.0
   tie_embeddings: bool = True
@@ -167,9 +169,22 @@ class Transformer(nnx.Module):
   def __call__(self, tokens_BT: jax.Array, rngs: nnx.Rngs | None = None
                ) -> jax.Array:
     """Logits for every position; dropout is active iff `rngs` is given."""
+    return self.from_embeddings(self.embed_tokens(tokens_BT, rngs), rngs)
+
+  def embed_tokens(self, tokens_BT: jax.Array, rngs: nnx.Rngs | None = None
+                   ) -> jax.Array:
+    """Token (+ learned position) embeddings [B, T, D] of a whole sequence."""
     b, t = tokens_BT.shape
+    self._check_length(t)
+    return self._embed(tokens_BT, jnp.broadcast_to(jnp.arange(t), (b, t)),
+                       rngs)
+
+  def from_embeddings(self, x_BTD: jax.Array, rngs: nnx.Rngs | None = None
+                      ) -> jax.Array:
+    """The blocks and the head over `embed_tokens`' output -> logits."""
+    b, t, _ = x_BTD.shape
     positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-    x = self._embed(tokens_BT, positions, rngs)
+    x = x_BTD
 
     def run(block, x, positions, rngs):
       return block(x, positions, rngs=rngs)[0]
@@ -181,7 +196,13 @@ class Transformer(nnx.Module):
 
   # --- decoding with a KV cache -------------------------------------------
 
+  def _check_length(self, length: int) -> None:
+    if self.pos_embed is not None and length > self.cfg.context_length:
+      raise ValueError(f"{length} positions exceed the learned position "
+                       f"embeddings' context length {self.cfg.context_length}.")
+
   def init_cache(self, batch_size: int, num_slots: int) -> KVCache:
+    self._check_length(num_slots)
     shape = (batch_size, num_slots, self.cfg.num_heads, self.cfg.head_dim)
     zeros = tuple(jnp.zeros(shape, self.cfg.dtype)
                   for _ in range(self.cfg.num_layers))
