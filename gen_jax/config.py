@@ -22,7 +22,8 @@ EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
 # Sections whose values decide the shapes and meaning of a checkpoint. A workdir
 # may only be resumed with a config that agrees with its own on these.
-STRUCTURAL_KEYS = ("family", "model", "data.name", "data.image_shape")
+STRUCTURAL_KEYS = ("family", "model", "data.name", "data.image_shape",
+                   "data.vocab")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -47,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000
   c.train.learning_rate = 1e-3
-  c.train.lr_schedule = "constant"  # 'constant' | 'cosine' | 'linear' (to 0)
+  c.train.lr_schedule = "constant"  # 'constant' | 'cosine' | 'linear'
+  c.train.final_lr_fraction = 0.0  # cosine/linear decay ends at this x peak
   c.train.warmup_steps = 0
   c.train.grad_clip_norm = 0.0  # 0 disables clipping
   c.train.weight_decay = 0.0

@@ -44,8 +44,21 @@ _GUIDANCE = flags.DEFINE_float(
     "guidance_scale", None, "Classifier-free guidance scale: 0 unconditional, "
     "1 conditional, >1 guided (sets --config.sample.guidance_scale).")
 _TEMPERATURE = flags.DEFINE_float(
-    "temperature", None, "Sampling temperature of the latent noise (flows; "
-    "sets --config.sample.temperature).")
+    "temperature", None, "Sampling temperature: of the latent noise (flows) "
+    "or of the next-token distribution (language models; 0 = greedy). Sets "
+    "--config.sample.temperature.")
+_PROMPT = flags.DEFINE_multi_string(
+    "prompt", None, "Text to continue (language models; repeat the flag for "
+    "a batch of prompts; sets --config.sample.prompts).")
+_TOP_K = flags.DEFINE_integer(
+    "top_k", None, "Sample among the k most likely tokens, 0 = all (sets "
+    "--config.sample.top_k).")
+_TOP_P = flags.DEFINE_float(
+    "top_p", None, "Nucleus sampling: the most likely tokens up to total "
+    "probability p, 1 = all (sets --config.sample.top_p).")
+_MAX_NEW = flags.DEFINE_integer(
+    "max_new_tokens", None, "Tokens to generate per prompt (sets "
+    "--config.sample.max_new_tokens).")
 flags.register_validator("exp", lambda v: v is not None,
                          f"--exp is required. One of: {_EXPERIMENTS}.")
 flags.register_validator("workdir", lambda v: v is not None,
@@ -75,10 +88,15 @@ def main(argv):
     num_steps = 0  # a sampler named without --num_steps runs all T steps
   sampler_flags = {"sampler": _SAMPLER.value, "num_steps": num_steps,
                    "guidance_scale": _GUIDANCE.value,
-                   "temperature": _TEMPERATURE.value}
+                   "temperature": _TEMPERATURE.value,
+                   "prompts": (None if _PROMPT.value is None
+                               else repr(tuple(_PROMPT.value))),
+                   "top_k": _TOP_K.value, "top_p": _TOP_P.value,
+                   "max_new_tokens": _MAX_NEW.value}
   config = config_lib.get_config(_EXP.value, _OVERRIDES + [
       f"sample.{k}={v}" for k, v in sampler_flags.items() if v is not None],
-      flag_names={f"sample.{k}": f"--{k}" for k in sampler_flags})
+      flag_names={f"sample.{k}": "--prompt" if k == "prompts" else f"--{k}"
+                  for k in sampler_flags})
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _MODE.value == "train":

@@ -1,5 +1,6 @@
 """Optimizers from `config.train`, shared by all families."""
 
+import jax
 import ml_collections
 import optax
 
@@ -7,7 +8,8 @@ import optax
 def learning_rate_schedule(train: ml_collections.ConfigDict,
                            peak: float | None = None,
                            updates_per_step: int = 1) -> optax.Schedule:
-  """Linear warmup, then constant, cosine or linear decay to 0 over the run.
+  """Linear warmup, then constant, cosine or linear decay over the run to
+  `train.final_lr_fraction` of the peak.
 
   `updates_per_step`: optimizer updates per train step (a GAN's critic takes
   n_critic per step), so the schedule spans the same train steps. A run
@@ -19,10 +21,12 @@ def learning_rate_schedule(train: ml_collections.ConfigDict,
   warmup = train.warmup_steps * updates_per_step
   if warmup >= total:
     warmup = total // 2
+  end = peak * train.final_lr_fraction
   if train.lr_schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total,
+                                              end_value=end)
   if train.lr_schedule == "linear":
-    decay = optax.linear_schedule(peak, 0.0, max(total - warmup, 1))
+    decay = optax.linear_schedule(peak, end, max(total - warmup, 1))
   else:
     decay = optax.constant_schedule(peak)
   if warmup > 0:
@@ -35,11 +39,15 @@ def make_optimizer(train: ml_collections.ConfigDict,
                    learning_rate: float | None = None,
                    updates_per_step: int = 1) -> optax.GradientTransformation:
   """Adam(W) (betas train.b1, train.b2) with the config's schedule and
-  optional global-norm clipping; `learning_rate` overrides the config's peak."""
+  optional global-norm clipping; `learning_rate` overrides the config's peak.
+
+  Weight decay (decoupled, `train.weight_decay`) applies to matrices and
+  embeddings only, not to biases and normalization scales (ndim < 2)."""
   parts = []
   if train.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(train.grad_clip_norm))
   parts.append(optax.adamw(
       learning_rate_schedule(train, learning_rate, updates_per_step),
-      b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
+      b1=train.b1, b2=train.b2, weight_decay=train.weight_decay,
+      mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)))
   return optax.chain(*parts)

@@ -135,8 +135,16 @@ def _restore_or_init(run: Run, ckpt: checkpointing.Checkpointer,
     state = ckpt.restore(run.abstract_state, step,
                          run.data.train if with_data else None)
     return state, step
+  return _init(run)[0], 0
+
+
+def _init(run: Run) -> tuple[PyTree, bool]:
+  """Step 0, created sharded; from pretrained weights where the family has
+  them (then True)."""
   init = jax.jit(run.family.init, out_shardings=run.state_shardings)
-  return init(run.keys["init"], run.init_batch), 0
+  state = init(run.keys["init"], run.init_batch)
+  pretrained = run.family.warm_start(state)
+  return (state, False) if pretrained is None else (pretrained, True)
 
 
 def _eval_fn(run: Run, final: bool):
@@ -386,7 +394,14 @@ def restore_latest(config: ml_collections.ConfigDict, workdir: str
   ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
   try:
     step = ckpt.latest_step()
-    return run, ckpt.restore(run.abstract_state, step), step
+    if step is not None:
+      return run, ckpt.restore(run.abstract_state, step), step
+    # No checkpoint: a family with pretrained weights uses those.
+    state, pretrained = _init(run)
+    if not pretrained:
+      raise UserError(f"No checkpoint in {ckpt.directory}; train first "
+                      "(--mode=train) with this --workdir.")
+    return run, state, 0
   finally:
     ckpt.close()
 
@@ -418,5 +433,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str
   key = jax.random.fold_in(run.keys["sample"], step)
   paths = write_pictures(run, state, step, key, prefix="sample_")
   if jax.process_index() == 0:
+    for path in paths:
+      if path.suffix == ".txt":  # text families: the samples themselves
+        print(path.read_text(), flush=True)
     print("wrote " + ", ".join(str(p) for p in paths), flush=True)
   return paths

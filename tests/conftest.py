@@ -67,8 +67,8 @@ def classifier_workdir(data_dir, tmp_path_factory) -> str:
 def train_on_devices(family, batches, num_devices: int, metric_names,
                      init_batch=None):
   """Runs `family.train_step` on the first `num_devices` devices (state
-  initialized sharded, from `init_batch` when given, batches laid over the
-  mesh, step keys 0, 1, ...).
+  initialized sharded by the family's partition rules, from `init_batch`
+  when given, batches laid over the mesh, step keys 0, 1, ...).
 
   Returns ([steps, len(metric_names)] metrics, the final state on the host).
   """
@@ -78,7 +78,8 @@ def train_on_devices(family, batches, num_devices: int, metric_names,
   if init_batch is not None:
     init_batch = parallel.global_batch(init_batch, mesh)
   abstract = jax.eval_shape(family.init, jax.random.key(0), init_batch)
-  shardings = parallel.state_shardings(abstract, mesh)
+  shardings = parallel.state_shardings(abstract, mesh,
+                                       family.partition_rules())
   state = jax.jit(family.init, out_shardings=shardings,
                   compiler_options=FAST_COMPILE)(jax.random.key(0), init_batch)
   step = jax.jit(family.train_step,
@@ -89,7 +90,8 @@ def train_on_devices(family, batches, num_devices: int, metric_names,
   rows = []
   for i, local in enumerate(batches):
     batch = parallel.global_batch(local, mesh)
-    assert len(batch["image"].sharding.device_set) == num_devices
+    assert len(next(iter(batch.values())).sharding.device_set) == (
+        num_devices)
     state, metrics = step(state, batch, jax.random.key(i))
     rows.append([float(metrics[name]) for name in metric_names])
   return np.array(rows), jax.device_get(state)
@@ -116,3 +118,58 @@ def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
   return outputs
+
+
+def write_safetensors(file, arrays) -> None:
+  """{name: float32 array} -> a .safetensors file (8-byte header size, JSON
+  header, raw little-endian data)."""
+  import json  # pylint: disable=g-import-not-at-top
+  header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+  for name, value in arrays.items():
+    data = value.astype("<f4").tobytes()
+    header[name] = {"dtype": "F32", "shape": list(value.shape),
+                    "data_offsets": [offset, offset + len(data)]}
+    offset += len(data)
+    blobs.append(data)
+  text = json.dumps(header).encode()
+  with open(file, "wb") as f:
+    f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+def write_gpt2_checkpoint(path, n_positions=32, n_embd=16, n_layer=2,
+                          n_head=2, seed=0) -> str:
+  """A random GPT-2 checkpoint directory in Hugging Face's layout, with a
+  byte-level BPE of no merges (256 byte tokens + <|endoftext|>): what
+  --config.init_from reads."""
+  import json  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from gen_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  path.mkdir(parents=True, exist_ok=True)
+  vocab = {c: i for i, c in enumerate(tokenizers.bytes_to_unicode().values())}
+  vocab["<|endoftext|>"] = len(vocab)
+  (path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+  (path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+  v, d = len(vocab), n_embd
+  (path / "config.json").write_text(json.dumps({
+      "model_type": "gpt2", "vocab_size": v, "n_positions": n_positions,
+      "n_embd": d, "n_layer": n_layer, "n_head": n_head, "n_inner": None,
+      "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}))
+  rng = np.random.default_rng(seed)
+  shapes = {"wte.weight": (v, d), "wpe.weight": (n_positions, d),
+            "ln_f.weight": (d,), "ln_f.bias": (d,)}
+  for i in range(n_layer):
+    for name, shape in (("ln_1.weight", (d,)), ("ln_1.bias", (d,)),
+                        ("attn.c_attn.weight", (d, 3 * d)),
+                        ("attn.c_attn.bias", (3 * d,)),
+                        ("attn.c_proj.weight", (d, d)),
+                        ("attn.c_proj.bias", (d,)),
+                        ("ln_2.weight", (d,)), ("ln_2.bias", (d,)),
+                        ("mlp.c_fc.weight", (d, 4 * d)),
+                        ("mlp.c_fc.bias", (4 * d,)),
+                        ("mlp.c_proj.weight", (4 * d, d)),
+                        ("mlp.c_proj.bias", (d,))):
+      shapes[f"h.{i}.{name}"] = shape
+  write_safetensors(path / "model.safetensors", {
+      f"transformer.{k}": 0.1 * rng.normal(size=s) for k, s in shapes.items()})
+  return str(path)

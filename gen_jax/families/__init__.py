@@ -28,6 +28,7 @@ def build(config: ml_collections.ConfigDict) -> Family:
 
 def _import_all() -> None:
   # Importing a family module registers it.
+  from gen_jax.families import autoregressive  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import classifier  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import diffusion  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import pixelcnn  # pylint: disable=g-import-not-at-top,unused-import

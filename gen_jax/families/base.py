@@ -91,6 +91,13 @@ class Family(abc.ABC):
     raise UserError(f"The '{self.config.family}' family does not generate "
                     "samples.")
 
+  def warm_start(self, state: PyTree) -> PyTree | None:
+    """Step 0 from pretrained weights (e.g. `config.init_from`), applied once
+    to a fresh state outside `jit`, never on resume; None: the family has no
+    pretrained weights to start from."""
+    del state
+    return None
+
   def eval_params(self, state: PyTree) -> PyTree:
     """The parameters eval and sampling use: the EMA when one is kept."""
     return state.ema_params if state.ema_params is not None else state.params
@@ -104,11 +111,15 @@ class Family(abc.ABC):
     return jnp.dtype(self.config.train.dtype)
 
 
-def new_train_state(model: nnx.Module, optimizer, ema_decay: float
+def new_train_state(model: nnx.Module, optimizer, ema_decay: float,
+                    trainable: nnx.filterlib.Filter = nnx.Param
                     ) -> TrainState:
   """Step 0 of a one-network family: its parameters, the optimizer state, an
-  EMA copy of the parameters when `ema_decay > 0`, and the rest of its state."""
-  _, params, rest = nnx.split(model, nnx.Param, ...)
+  EMA copy of the parameters when `ema_decay > 0`, and the rest of its state.
+
+  `trainable` selects the variables the optimizer updates (e.g. only LoRA
+  adapters); everything else, frozen weights included, goes to `rest`."""
+  _, params, rest = nnx.split(model, trainable, ...)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params),
                     ema_params=params if ema_decay > 0 else None, rest=rest)
@@ -136,9 +147,11 @@ def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:
 
 
 def count(batch: Batch) -> jax.Array:
+  """Real rows of an eval batch."""
   mask = batch.get("mask")
   if mask is None:
-    return jnp.asarray(batch["image"].shape[0], jnp.float32)
+    rows = next(iter(batch.values())).shape[0]
+    return jnp.asarray(rows, jnp.float32)
   return jnp.sum(mask)
 
 

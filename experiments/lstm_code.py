@@ -1,0 +1,50 @@
+r"""Byte-level LSTM on Python source code: the Transformer's recurrent peer.
+
+Two LSTM layers of 512 units over 128-d byte embeddings, on the same data,
+windows, eval and sampler as transformer_code, so the two compare on equal
+footing (held-out bits per byte).
+
+Arguments: smoke (a run of seconds).
+
+  python -m gen_jax.main --exp=lstm_code --workdir=runs/lstm_code
+  python -m gen_jax.main --exp=lstm_code --workdir=runs/lstm_code --mode=sample --prompt="def "
+  python -m gen_jax.main --exp=lstm_code:smoke --workdir=/tmp/lstm_smoke
+"""
+
+from gen_jax import config as config_lib
+from gen_jax.families import autoregressive
+
+
+def get_config(arg=None):
+  c = autoregressive.add_text_defaults(config_lib.base_config())
+  c.data.name = "python_stdlib"
+  c.data.vocab = "byte"
+  c.data.seq_len = 128
+  c.data.batch_size = 32
+  c.data.eval_batch_size = 64
+
+  c.model = autoregressive.lstm_defaults()
+  c.model.embed_dim = 128
+  c.model.hidden = 512
+  c.model.num_layers = 2
+
+  c.train.num_steps = 2000
+  c.train.learning_rate = 2e-3
+  c.train.lr_schedule = "cosine"
+  c.train.final_lr_fraction = 0.1
+  c.train.warmup_steps = 100
+  c.train.grad_clip_norm = 1.0
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.ckpt_every = 500
+  c.train.sample_every = 1000
+  c.eval.num_examples = 2048  # held-out windows of 128 bytes per eval
+
+  c.sample.prompts = ("def ", "class ", "import ", "")
+  c.sample.max_new_tokens = 200
+  c.sample.temperature = 0.8
+  if arg == "smoke":
+    autoregressive.smoke(c)
+  elif arg:
+    raise ValueError(f"lstm_code takes 'smoke', got '{arg}'.")
+  return c

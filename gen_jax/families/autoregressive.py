@@ -1,0 +1,359 @@
+"""Autoregressive sequence models: a decoder-only Transformer or an LSTM.
+
+log p(x) = sum_t log p(x_t | x_<t) over token windows of `data.seq_len + 1`
+(the first token is only context). Trained with the mean next-token cross
+entropy; evaluated on non-overlapping held-out windows as nats per token
+(loss), bits per token, perplexity exp(loss), and bits per byte: the total
+bits divided by the UTF-8 bytes the target tokens stand for, the figure that
+compares byte, character and BPE vocabularies on the same text.
+
+Both architectures offer `__call__(tokens)` for training and
+`extend(tokens, valid, cache)` for decoding, so sampling is the same code
+(`gen_jax.models.decoding`): left-padded prompts of any lengths, one prefill,
+then one compiled loop that draws each token (greedy at temperature 0,
+otherwise temperature, top-k, top-p) and updates the fixed-size cache in
+place.
+
+Pretrained weights: `config.init_from=DIR` (a Hugging Face GPT-2 checkpoint)
+replaces the fresh parameters of step 0 (`warm_start`). `model.lora_rank > 0`
+trains only low-rank adapters: the train state's `params` are the adapters
+alone (what the optimizer and the EMA see), the frozen weights ride in
+`rest`; sampling and eval fold the adapters into the weights first.
+"""
+
+import dataclasses
+import math
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from gen_jax import config as config_lib
+from gen_jax import optim
+from gen_jax import parallel
+from gen_jax.data import tokenizers
+from gen_jax.errors import UserError
+from gen_jax.families import base, register
+from gen_jax.models import decoding
+from gen_jax.models import gpt2_import
+from gen_jax.models import lora
+from gen_jax.models import lstm
+from gen_jax.models import transformer
+
+LOG2 = math.log(2.0)
+_ARCHS = {"transformer": transformer.TransformerConfig,
+          "lstm": lstm.LSTMConfig}
+
+
+def transformer_defaults() -> ml_collections.ConfigDict:
+  """`config.model` of a Transformer, with every key the family reads."""
+  m = ml_collections.ConfigDict()
+  m.arch = "transformer"
+  m.context_length = 256
+  m.num_layers = 6
+  m.num_heads = 6
+  m.width = 384
+  m.mlp_width = 0  # 0: 4 * width
+  m.dropout = 0.0
+  m.positions = "learned"  # 'learned' | 'rotary'
+  m.tie_embeddings = True
+  m.use_bias = True
+  m.remat = False
+  m.lora_rank = 0  # > 0: train only rank-r adapters (qkv, attn_out, fc, mlp_out)
+  m.lora_alpha = 0.0  # adapter scale alpha / r; 0: alpha = r
+  m.attention_impl = ""  # '' (the backend's choice) | 'xla' | 'cudnn'
+  return m
+
+
+def lstm_defaults() -> ml_collections.ConfigDict:
+  """`config.model` of an LSTM, with every key the family reads."""
+  m = ml_collections.ConfigDict()
+  m.arch = "lstm"
+  m.embed_dim = 128
+  m.hidden = 512
+  m.num_layers = 2
+  m.dropout = 0.0
+  return m
+
+
+def add_text_defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The data and sampling keys of a language-model experiment."""
+  c.family = "autoregressive"
+  c.init_from = ""  # a Hugging Face GPT-2 checkpoint directory
+  c.data.name = "python_stdlib"  # | 'tiny_shakespeare'
+  c.data.vocab = "byte"  # 'byte' | 'char' | 'gpt2' (the init_from tokenizer)
+  c.data.seq_len = 256  # tokens per training window (plus one target)
+  c.data.image_shape = ()
+  c.data.num_classes = 0
+  c.eval.num_samples = 4  # samples in samples/step_N.txt
+  c.sample.prompts = ("",)  # '' starts from the tokenizer's bos token
+  c.sample.max_new_tokens = 256
+  c.sample.temperature = 0.8  # 0: greedy
+  c.sample.top_k = 0  # 0: off
+  c.sample.top_p = 1.0  # 1: off
+  return c
+
+
+# With init_from, the architecture comes from the checkpoint's config.json;
+# config.model then holds only these training options.
+_PRETRAINED_OPTIONS = ("dropout", "remat", "lora_rank", "lora_alpha",
+                       "attention_impl")
+
+
+def finetune_defaults() -> ml_collections.ConfigDict:
+  """`config.model` of a Transformer whose architecture is read from
+  `config.init_from`: only the training options."""
+  d = transformer_defaults()
+  m = ml_collections.ConfigDict({"arch": "transformer"})
+  for key in _PRETRAINED_OPTIONS:
+    m[key] = d[key]
+  return m
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A language-model experiment shrunk to a run of seconds: the loop
+  (`config.smoke`), short windows and a tiny network."""
+  config_lib.smoke(c)
+  c.data.seq_len = 32
+  c.data.batch_size = 8
+  c.data.eval_batch_size = 16
+  c.eval.num_examples = 32
+  c.eval.num_samples = 2
+  c.sample.max_new_tokens = 16
+  for key, value in (("context_length", 32), ("num_layers", 2),
+                     ("num_heads", 2), ("width", 32), ("hidden", 32),
+                     ("embed_dim", 16)):
+    if key in c.model:
+      c.model[key] = value
+  return c
+
+
+def _model_config(config, vocab_size: int):
+  m = config.model.to_dict()
+  arch = m.pop("arch", None)
+  init_from = config.get("init_from", "")
+  if init_from:
+    if arch != "transformer":
+      raise UserError("--config.init_from: GPT-2 weights load into "
+                      "model.arch='transformer' only.")
+    extra = sorted(set(m) - set(_PRETRAINED_OPTIONS))
+    if extra:
+      raise UserError(f"--config.model.{extra[0]}: with --config.init_from "
+                      "the architecture comes from the checkpoint; valid "
+                      f"model options: {', '.join(_PRETRAINED_OPTIONS)}.")
+    m["attention_impl"] = m.get("attention_impl") or None
+    cfg = gpt2_import.read_config(init_from, dtype=config.train.dtype, **m)
+    if cfg.vocab_size != vocab_size:
+      raise UserError(f"--config.init_from={init_from}: the checkpoint's "
+                      f"vocabulary has {cfg.vocab_size} tokens, the "
+                      f"'{config.data.vocab}' tokenizer {vocab_size}; use "
+                      "--config.data.vocab=gpt2.")
+    if config.data.seq_len > cfg.context_length:
+      raise UserError(f"--config.data.seq_len={config.data.seq_len} exceeds "
+                      f"the checkpoint's context length {cfg.context_length}.")
+    return cfg
+  if arch not in _ARCHS:
+    raise UserError(f"--config.model.arch: '{arch}' is not one of "
+                    f"{', '.join(_ARCHS)}.")
+  cls = _ARCHS[arch]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(m) - fields)
+  if unknown:
+    raise UserError(f"--config.model.{unknown[0]}: not an option of the "
+                    f"{arch} (valid: {', '.join(sorted(fields - {'vocab_size', 'dtype'}))}).")
+  if arch == "transformer":
+    m["attention_impl"] = m.get("attention_impl") or None
+    if m.get("positions", "learned") not in ("learned", "rotary"):
+      raise UserError(f"--config.model.positions: '{m['positions']}' is not "
+                      "one of learned, rotary.")
+    if m["width"] % m["num_heads"]:
+      raise UserError(f"--config.model.width={m['width']} must be divisible "
+                      f"by --config.model.num_heads={m['num_heads']}.")
+    if config.data.seq_len > m["context_length"]:
+      raise UserError(f"--config.data.seq_len={config.data.seq_len} exceeds "
+                      f"--config.model.context_length={m['context_length']}.")
+  return cls(vocab_size=vocab_size, dtype=config.train.dtype, **m)
+
+
+@register("autoregressive")
+class Autoregressive(base.Family):
+  """A next-token model over text: Transformer or LSTM."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.tokenizer = tokenizers.make(config)
+    self.model_cfg = _model_config(config, self.tokenizer.vocab_size)
+    self.arch = config.model.arch
+    self.lora = getattr(self.model_cfg, "lora_rank", 0) > 0
+    self.init_from = config.get("init_from", "")
+    if self.lora and not self.init_from:
+      logging.warning("model.lora_rank > 0 without init_from: training "
+                      "adapters on a randomly initialized model.")
+    # LoRA: the adapters are the trainable parameters, the rest is frozen.
+    self.trainable = nnx.LoRAParam if self.lora else nnx.Param
+    self.optimizer = optim.make_optimizer(config.train)
+    abstract = nnx.eval_shape(lambda: self._build(nnx.Rngs(0)))
+    self.graphdef, _, _ = nnx.split(abstract, self.trainable, ...)
+    self._sample_fns = {}
+    s = config.sample
+    if s.max_new_tokens < 1:
+      raise UserError("--config.sample.max_new_tokens: must be >= 1.")
+    if s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
+      raise UserError("--config.sample: temperature must be >= 0, top_k >= 0 "
+                      f"and 0 < top_p <= 1 (got {s.temperature}, {s.top_k}, "
+                      f"{s.top_p}).")
+
+  def _build(self, rngs: nnx.Rngs) -> nnx.Module:
+    if self.arch == "transformer":
+      return transformer.Transformer(self.model_cfg, rngs=rngs)
+    return lstm.LSTMLM(self.model_cfg, rngs=rngs)
+
+  def _model(self, params, rest) -> nnx.Module:
+    return nnx.merge(self.graphdef, params, rest)
+
+  def _inference_model(self, state) -> nnx.Module:
+    model = self._model(self.eval_params(state), state.rest)
+    return lora.merge(model) if self.lora else model
+
+  def init(self, key, batch):
+    del batch
+    return base.new_train_state(self._build(nnx.Rngs(key)), self.optimizer,
+                                self.config.train.ema_decay, self.trainable)
+
+  def warm_start(self, state):
+    """Step 0 from `init_from`'s GPT-2 weights (adapters keep their init)."""
+    if not self.init_from:
+      return None
+    model = self._model(parallel.to_host(state.params),
+                        parallel.to_host(state.rest))
+    gpt2_import.load_into(model, self.init_from)
+    _, params, rest = nnx.split(model, self.trainable, ...)
+
+    def put(new, old):
+      new = np.asarray(new, old.dtype)
+      return jax.make_array_from_callback(old.shape, old.sharding,
+                                          lambda index: new[index])
+    params = jax.tree.map(put, params, state.params)
+    rest = jax.tree.map(put, rest, state.rest)
+    ema = None if state.ema_params is None else params
+    return state.replace(params=params, rest=rest, ema_params=ema)
+
+  def partition_rules(self):
+    if self.arch == "transformer":
+      return transformer.partition_rules(tuple(self.config.mesh.axes))
+    return ()
+
+  # --- objective -----------------------------------------------------------
+
+  def token_nll(self, model, tokens_BT1, rngs=None) -> jax.Array:
+    """Per-token negative log-likelihood [B, T] of tokens[:, 1:] given the
+    tokens before them."""
+    logits = model(tokens_BT1[:, :-1], rngs=rngs)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, tokens_BT1[:, 1:])
+
+  def train_step(self, state, batch, key):
+    tokens = batch["tokens"]
+    rngs = nnx.Rngs(dropout=key)
+
+    def loss_fn(params):
+      return jnp.mean(self.token_nll(self._model(params, state.rest), tokens,
+                                     rngs))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    state = base.apply_gradients(state, grads, self.optimizer,
+                                 self.config.train.ema_decay)
+    return state, {"loss": loss, "bits_per_token": loss / LOG2,
+                   "grad_norm": optax.tree.norm(grads)}
+
+  # --- evaluation ----------------------------------------------------------
+
+  def eval_step(self, state, batch, key, final=False):
+    del key, final  # exact: no sampling, nothing estimated
+    tokens = batch["tokens"]
+    nll = self.token_nll(self._inference_model(state), tokens)  # [B, T]
+    target_bytes = jnp.asarray(self.tokenizer.token_bytes)[tokens[:, 1:]]
+    t = tokens.shape[1] - 1
+    return {"nll": base.masked_sum(jnp.sum(nll, axis=1), batch),
+            "tokens": base.masked_sum(jnp.full(nll.shape[:1], t, jnp.float32),
+                                      batch),
+            "bytes": base.masked_sum(jnp.sum(target_bytes, axis=1), batch),
+            "count": base.count(batch)}
+
+  def summarize_eval(self, totals):
+    loss = totals["nll"] / totals["tokens"]
+    return {"loss": loss, "bits_per_token": loss / LOG2,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bits_per_byte": totals["nll"] / LOG2 / max(totals["bytes"], 1.0)}
+
+  # --- sampling --------------------------------------------------------------
+
+  def encode_prompts(self, prompts) -> list[list[int]]:
+    """Prompt strings -> token lists ('' -> [bos]), cut on the left to leave
+    room for the new tokens in the Transformer's context."""
+    s = self.config.sample
+    room = getattr(self.model_cfg, "context_length", 0)
+    if room and s.max_new_tokens >= room:
+      raise UserError(f"--config.sample.max_new_tokens={s.max_new_tokens} "
+                      f"must be below the context length {room}.")
+    out = []
+    for text in prompts:
+      ids = [int(i) for i in self.tokenizer.encode(text)] or [
+          self.tokenizer.bos_id]
+      if room and len(ids) + s.max_new_tokens > room:
+        ids = ids[len(ids) + s.max_new_tokens - room:]
+      out.append(ids)
+    return out
+
+  def _sample_fn(self, num_rows: int, prompt_len: int, sharding):
+    cache_key = (num_rows, prompt_len, sharding)
+    if cache_key not in self._sample_fns:
+      s = self.config.sample
+
+      def fn(state, prompt, valid, key):
+        return decoding.generate(
+            self._inference_model(state), prompt, valid, key,
+            s.max_new_tokens, s.temperature, s.top_k, s.top_p)
+      self._sample_fns[cache_key] = jax.jit(
+          fn, in_shardings=(None, sharding, sharding, None),
+          out_shardings=sharding)
+    return self._sample_fns[cache_key]
+
+  def generate(self, state, key, prompts, sharding=None):
+    """Token ids [len(prompts), max_new_tokens] drawn after each prompt
+    (token lists of any lengths; left-padded into one batch)."""
+    tokens, valid = decoding.pad_prompts(prompts)
+    fn = self._sample_fn(len(prompts), tokens.shape[1], sharding)
+    return fn(state, tokens, valid, key)
+
+  def sample(self, state, key, num, labels=None, sharding=None,
+             progress=None):
+    """`num` continuations [num, max_new_tokens] of the configured prompts
+    (cycled over the rows)."""
+    del labels
+    prompts = self.encode_prompts(self.config.sample.prompts)
+    rows = [prompts[i % len(prompts)] for i in range(num)]
+    out = self.generate(state, key, rows, sharding)
+    if progress is not None:
+      out.block_until_ready()
+      progress(1, 1)
+    return out
+
+  def visualize(self, state, batch, key):
+    del batch
+    s = self.config.sample
+    texts = [s.prompts[i % len(s.prompts)]
+             for i in range(max(self.config.eval.num_samples,
+                                len(s.prompts)))]
+    rows = self.encode_prompts(texts)
+    new = np.asarray(parallel.to_host(self.generate(state, key, rows)))
+    parts = []
+    for i, (text, ids) in enumerate(zip(texts, new)):
+      parts.append(f"===== sample {i + 1} (prompt {text!r}, "
+                   f"{len(ids)} new tokens) =====\n"
+                   f"{text}{self.tokenizer.decode(ids)}\n")
+    return {"samples": "\n".join(parts)}
