@@ -31,7 +31,8 @@ def test_ema_update_is_the_exponential_average():
 def test_learning_rate_schedules():
   train = ml_collections.ConfigDict(dict(
       learning_rate=1.0, lr_schedule="cosine", warmup_steps=10, num_steps=110,
-      grad_clip_norm=0.0, weight_decay=0.0, b1=0.9, b2=0.999))
+      grad_clip_norm=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
+      final_lr_fraction=0.0))
   lr = optim.learning_rate_schedule(train)
   np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
                              [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
@@ -51,3 +52,25 @@ def test_learning_rate_schedules():
   lr = optim.learning_rate_schedule(train)
   np.testing.assert_allclose([lr(0), lr(2), lr(4), lr(8)],
                              [0.0, 0.5, 1.0, 0.0], atol=1e-6)
+  # Decay to a fraction of the peak (cosine: the midpoint is halfway there).
+  train.update(num_steps=110, final_lr_fraction=0.1)
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(10), lr(60), lr(110)], [1.0, 0.55, 0.1],
+                             atol=1e-6)
+  train.lr_schedule = "linear"
+  lr = optim.learning_rate_schedule(train)
+  np.testing.assert_allclose([lr(60), lr(110)], [0.55, 0.1], atol=1e-6)
+
+
+def test_weight_decay_spares_biases_and_scales():
+  train = ml_collections.ConfigDict(dict(
+      learning_rate=0.1, lr_schedule="constant", warmup_steps=0, num_steps=10,
+      grad_clip_norm=0.0, weight_decay=0.5, b1=0.9, b2=0.999,
+      final_lr_fraction=0.0))
+  opt = optim.make_optimizer(train)
+  params = {"kernel": np.ones((2, 3), np.float32),
+            "bias": np.ones((3,), np.float32)}
+  zero = {k: np.zeros_like(v) for k, v in params.items()}
+  updates, _ = opt.update(zero, opt.init(params), params)
+  np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * params["kernel"])
+  np.testing.assert_array_equal(updates["bias"], 0.0)
