@@ -1,6 +1,7 @@
 r"""Byte-level LSTM on Python source code: the Transformer's recurrent peer.
 
-Two LSTM layers of 512 units over 128-d byte embeddings, on the same data,
+Two LSTM layers of 256 units over 128-d byte embeddings (1.0M parameters,
+about the Transformer's 0.84M), on the same data,
 windows, eval and sampler as transformer_code, so the two compare on equal
 footing (held-out bits per byte).
 
@@ -25,7 +26,7 @@ def get_config(arg=None):
 
   c.model = autoregressive.lstm_defaults()
   c.model.embed_dim = 128
-  c.model.hidden = 512
+  c.model.hidden = 256
   c.model.num_layers = 2
 
   c.train.num_steps = 2000
@@ -41,7 +42,7 @@ def get_config(arg=None):
   c.eval.num_examples = 2048  # held-out windows of 128 bytes per eval
 
   c.sample.prompts = ("def ", "class ", "import ", "")
-  c.sample.max_new_tokens = 200
+  c.sample.max_new_tokens = 100
   c.sample.temperature = 0.8
   if arg == "smoke":
     autoregressive.smoke(c)
