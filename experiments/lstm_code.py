@@ -29,7 +29,7 @@ def get_config(arg=None):
   c.model.hidden = 256
   c.model.num_layers = 2
 
-  c.train.num_steps = 2000
+  c.train.num_steps = 1800  # the tokens transformer_code sees (32 x 128 each)
   c.train.learning_rate = 2e-3
   c.train.lr_schedule = "cosine"
   c.train.final_lr_fraction = 0.1
@@ -38,7 +38,7 @@ def get_config(arg=None):
   c.train.log_every = 50
   c.train.eval_every = 500
   c.train.ckpt_every = 500
-  c.train.sample_every = 1000
+  c.train.sample_every = 900
   c.eval.num_examples = 2048  # held-out windows of 128 bytes per eval
 
   c.sample.prompts = ("def ", "class ", "import ", "")
