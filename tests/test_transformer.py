@@ -188,7 +188,7 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
   np.testing.assert_array_equal(_jit(forward, adapted)(tokens),
                                 _jit(forward, base)(tokens))
   # Non-zero adapters change the output; merging folds them in exactly.
-  for _, module in adapted.iter_modules():
+  for _, module in nnx.iter_modules(adapted):
     if isinstance(module, lora.Dense) and module.lora_b is not None:
       module.lora_b[...] = 0.05 * jax.random.normal(
           jax.random.key(3), module.lora_b.shape)

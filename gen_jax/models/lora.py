@@ -61,7 +61,7 @@ def merge(model: nnx.Module) -> nnx.Module:
   """Folds every adapter into its kernel, W <- W + (alpha / r) A B, and drops
   the adapters, in place: the model then computes the same function with
   plain dense layers (no extra matmuls at inference). Returns the model."""
-  for _, module in model.iter_modules():
+  for _, module in nnx.iter_modules(model):
     if isinstance(module, Dense) and module.lora_a is not None:
       delta = module.lora_scale * (module.lora_a[...] @ module.lora_b[...])
       module.kernel[...] = module.kernel[...] + delta
