@@ -121,19 +121,19 @@ def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):
 
 
 def write_safetensors(file, arrays) -> None:
-  """{name: float32 array} -> a .safetensors file (8-byte header size, JSON
-  header, raw little-endian data)."""
+  """{name: (safetensors dtype, little-endian bytes, shape)} -> a
+  .safetensors file (8-byte header size, JSON header, the raw data)."""
   import json  # pylint: disable=g-import-not-at-top
-  header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
-  for name, value in arrays.items():
-    data = value.astype("<f4").tobytes()
-    header[name] = {"dtype": "F32", "shape": list(value.shape),
+  header, offset = {"__metadata__": {"format": "pt"}}, 0
+  for name, (dtype, data, shape) in arrays.items():
+    header[name] = {"dtype": dtype, "shape": list(shape),
                     "data_offsets": [offset, offset + len(data)]}
     offset += len(data)
-    blobs.append(data)
   text = json.dumps(header).encode()
   with open(file, "wb") as f:
-    f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+    f.write(len(text).to_bytes(8, "little") + text)
+    for _, data, _ in arrays.values():
+      f.write(data)
 
 
 def write_gpt2_checkpoint(path, n_positions=32, n_embd=16, n_layer=2,
@@ -171,5 +171,6 @@ def write_gpt2_checkpoint(path, n_positions=32, n_embd=16, n_layer=2,
                         ("mlp.c_proj.bias", (d,))):
       shapes[f"h.{i}.{name}"] = shape
   write_safetensors(path / "model.safetensors", {
-      f"transformer.{k}": 0.1 * rng.normal(size=s) for k, s in shapes.items()})
+      f"transformer.{k}": ("F32", (0.1 * rng.normal(size=s)).astype(
+          "<f4").tobytes(), s) for k, s in shapes.items()})
   return str(path)

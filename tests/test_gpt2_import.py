@@ -9,7 +9,7 @@ their checkpoints with numpy."""
 import json
 import os
 
-from conftest import FAST_COMPILE
+from conftest import FAST_COMPILE, write_safetensors
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -130,25 +130,11 @@ def _gpt2_arrays(seed=0):
           for k, s in shapes.items()}
 
 
-def _write_safetensors(file, arrays):
-  """{name: (safetensors dtype, little-endian bytes, shape)} -> file."""
-  header, offset = {"__metadata__": {"format": "pt"}}, 0
-  for name, (dtype, data, shape) in arrays.items():
-    header[name] = {"dtype": dtype, "shape": list(shape),
-                    "data_offsets": [offset, offset + len(data)]}
-    offset += len(data)
-  text = json.dumps(header).encode()
-  with open(file, "wb") as f:
-    f.write(len(text).to_bytes(8, "little") + text)
-    for _, data, _ in arrays.values():
-      f.write(data)
-
-
 def _checkpoint(path, arrays, **config_changes):
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(_config(**config_changes), f)
-  _write_safetensors(os.path.join(path, "model.safetensors"), {
+  write_safetensors(os.path.join(path, "model.safetensors"), {
       k: ("F32", v.astype("<f4").tobytes(), v.shape)
       for k, v in arrays.items()})
   return str(path)
@@ -186,7 +172,7 @@ def test_adapters_start_fresh_and_load_into_keeps_them(tmp_path):
 def test_bf16_and_f16_safetensors_read_exactly(tmp_path):
   x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
   bits = x.view(np.uint32) >> 16  # bfloat16: the upper half of a float32
-  _write_safetensors(tmp_path / "model.safetensors", {
+  write_safetensors(tmp_path / "model.safetensors", {
       "a": ("BF16", bits.astype("<u2").tobytes(), x.shape),
       "b": ("F16", x.astype("<f2").tobytes(), x.shape)})
   weights = gpt2_import.read_weights(str(tmp_path))
