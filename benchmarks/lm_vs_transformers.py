@@ -82,7 +82,7 @@ import optax
 
 from gen_jax import logging as log_lib
 from gen_jax.models import decoding
-from gen_jax.models import gpt2_import
+from gen_jax.importers import gpt2
 from gen_jax.models import transformer
 
 _VOCAB = flags.DEFINE_integer("vocab", 256, "Vocabulary size.")
@@ -336,7 +336,7 @@ def copy_peer_weights(peer_model, model: transformer.Transformer) -> None:
   """The peer's current weights into ours, through our GPT-2 importer."""
   with tempfile.TemporaryDirectory(prefix="gpt2_peer_") as path:
     peer_model.save_pretrained(path)
-    gpt2_import.load_into(model, path)
+    gpt2.load_into(model, path)
 
 
 # --- the report ------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gen_jax.errors import UserError
-from gen_jax.models import gpt2_import
+from gen_jax.importers import gpt2
 from gen_jax.models import transformer
 
 B, T, PREFILL = 2, 32, 20
@@ -79,7 +79,7 @@ def test_logits_match_hugging_face(tmp_path):
   torch.save(state, os.path.join(bin_dir, "pytorch_model.bin"))
 
   for path in (st_dir, bin_dir):
-    cfg, params = gpt2_import.load(path)
+    cfg, params = gpt2.load(path)
     assert (cfg.vocab_size, cfg.context_length, cfg.width, cfg.num_layers,
             cfg.num_heads, cfg.hidden) == (V, T, D, L, N, 4 * D)
     logits = np.asarray(_forward(_graphdef(cfg), params, tokens))
@@ -143,7 +143,7 @@ def _checkpoint(path, arrays, **config_changes):
 def test_adapters_start_fresh_and_load_into_keeps_them(tmp_path):
   arrays = _gpt2_arrays()
   path = _checkpoint(tmp_path, arrays)
-  model = gpt2_import.load_model(path, lora_rank=2, seed=3)
+  model = gpt2.load_model(path, lora_rank=2, seed=3)
   qkv = model.blocks[0].qkv
   wte = arrays["transformer.wte.weight"]
   np.testing.assert_array_equal(model.embed[...], wte)
@@ -153,7 +153,7 @@ def test_adapters_start_fresh_and_load_into_keeps_them(tmp_path):
   model.embed[...] = jnp.zeros_like(model.embed[...])
   qkv.kernel[...] = jnp.zeros_like(qkv.kernel[...])
   qkv.lora_b[...] = jnp.ones_like(qkv.lora_b[...])
-  gpt2_import.load_into(model, path)
+  gpt2.load_into(model, path)
   np.testing.assert_array_equal(model.embed[...], wte)
   np.testing.assert_array_equal(
       qkv.kernel[...], arrays["transformer.h.0.attn.c_attn.weight"])
@@ -163,7 +163,7 @@ def test_adapters_start_fresh_and_load_into_keeps_them(tmp_path):
   graphdef, state = nnx.split(model)
   host = nnx.merge(graphdef, jax.device_get(state))
   host.ln_f.scale.set_value(np.zeros(D, np.float32))
-  gpt2_import.load_into(host, path)
+  gpt2.load_into(host, path)
   assert isinstance(host.ln_f.scale[...], np.ndarray)
   np.testing.assert_array_equal(host.ln_f.scale[...],
                                 arrays["transformer.ln_f.weight"])
@@ -175,7 +175,7 @@ def test_bf16_and_f16_safetensors_read_exactly(tmp_path):
   write_safetensors(tmp_path / "model.safetensors", {
       "a": ("BF16", bits.astype("<u2").tobytes(), x.shape),
       "b": ("F16", x.astype("<f2").tobytes(), x.shape)})
-  weights = gpt2_import.read_weights(str(tmp_path))
+  weights = gpt2.read_weights(str(tmp_path))
   assert weights["a"].dtype == np.float32 and weights["a"].shape == (3, 5)
   np.testing.assert_array_equal(weights["a"],
                                 (bits << 16).astype(np.uint32).view(np.float32))
@@ -185,16 +185,16 @@ def test_bf16_and_f16_safetensors_read_exactly(tmp_path):
 def test_unsupported_activation(tmp_path):
   path = _checkpoint(tmp_path, _gpt2_arrays(), activation_function="relu")
   with pytest.raises(UserError, match="activation_function='relu'"):
-    gpt2_import.read_config(path)
+    gpt2.read_config(path)
 
 
 def test_missing_weights_and_directory(tmp_path):
   with open(tmp_path / "config.json", "w") as f:
     json.dump(_config(), f)
   with pytest.raises(UserError, match="model.safetensors.*pytorch_model.bin"):
-    gpt2_import.load(str(tmp_path))
+    gpt2.load(str(tmp_path))
   with pytest.raises(UserError, match="does not exist"):
-    gpt2_import.load(str(tmp_path / "nowhere"))
+    gpt2.load(str(tmp_path / "nowhere"))
 
 
 def test_missing_and_unexpected_tensors(tmp_path):
@@ -203,7 +203,7 @@ def test_missing_and_unexpected_tensors(tmp_path):
   arrays["transformer.h.2.ln_1.weight"] = np.ones(D, np.float32)
   arrays["transformer.wpe.weight"] = np.zeros((T + 1, D), np.float32)
   with pytest.raises(UserError) as e:
-    gpt2_import.load(_checkpoint(tmp_path, arrays))
+    gpt2.load(_checkpoint(tmp_path, arrays))
   msg = str(e.value)
   assert "missing h.1.mlp.c_fc.bias" in msg
   assert "unexpected h.2.ln_1.weight" in msg
@@ -213,13 +213,13 @@ def test_missing_and_unexpected_tensors(tmp_path):
 def test_untied_head(tmp_path):
   arrays = _gpt2_arrays()
   arrays["lm_head.weight"] = arrays["transformer.wte.weight"] + 1  # [V, D]
-  cfg, params = gpt2_import.load(_checkpoint(
+  cfg, params = gpt2.load(_checkpoint(
       tmp_path / "untied", arrays, tie_word_embeddings=False))
   assert not cfg.tie_embeddings
   np.testing.assert_array_equal(params["head"]["kernel"].get_value(),
                                 arrays["lm_head.weight"].T)
   with pytest.raises(UserError, match="lm_head.weight differs"):
-    gpt2_import.load(_checkpoint(tmp_path / "tied", arrays))
+    gpt2.load(_checkpoint(tmp_path / "tied", arrays))
 
 
 def test_load_into_rejects_other_architecture(tmp_path):
@@ -230,4 +230,4 @@ def test_load_into_rejects_other_architecture(tmp_path):
       lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
   with pytest.raises(UserError, match=r"n_layer=2 but "
                      r"--config.model.num_layers=1$"):
-    gpt2_import.load_into(model, path)
+    gpt2.load_into(model, path)

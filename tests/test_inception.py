@@ -2,7 +2,7 @@
 
 The parity test gives torch-fidelity's `FeatureExtractorInceptionV3` random
 weights and random (non-trivial) batch-norm statistics, saves them with
-`torch.save`, reads the file back with `gen_jax.evaluation.torch_weights` and
+`torch.save`, reads the file back with `gen_jax.importers.torch_files` and
 requires every output to agree elementwise within 1e-4 of the output's scale:
 |ours - ref| <= 1e-4 * (max|ref| + |ref|).
 """
@@ -19,7 +19,7 @@ import pytest
 
 from gen_jax.errors import UserError
 from gen_jax.evaluation import inception
-from gen_jax.evaluation import torch_weights
+from gen_jax.importers import torch_files
 
 _TORCH_REASON = ("torch (pip install -e '.[parity]') is needed to write .pth "
                  "files and run the torch-fidelity reference")
@@ -169,7 +169,7 @@ def test_reader_round_trips_torch_save(tmp_path):
   for zip_format in (True, False):
     path = tmp_path / f"state_{zip_format}.pth"
     torch.save(state, path, _use_new_zipfile_serialization=zip_format)
-    loaded = torch_weights.load_state_dict(str(path))
+    loaded = torch_files.load_state_dict(str(path))
     assert list(loaded) == list(state)
     for key, tensor in state.items():
       want = tensor.detach().numpy()
@@ -178,7 +178,7 @@ def test_reader_round_trips_torch_save(tmp_path):
   bf16 = tmp_path / "bf16.pth"
   torch.save({"x": torch.tensor([1.5, -2.0]).bfloat16()}, bf16)
   np.testing.assert_array_equal(
-      torch_weights.load_state_dict(str(bf16))["x"].astype(np.float32),
+      torch_files.load_state_dict(str(bf16))["x"].astype(np.float32),
       [1.5, -2.0])
 
 
@@ -186,8 +186,8 @@ def test_reader_refuses_arbitrary_objects(tmp_path):
   torch = pytest.importorskip("torch", reason=_TORCH_REASON)
   path = tmp_path / "module.pth"
   torch.save(torch.nn.Linear(2, 2), path)
-  with pytest.raises(torch_weights.TorchFileError, match="torch.nn"):
-    torch_weights.load_state_dict(str(path))
+  with pytest.raises(torch_files.TorchFileError, match="torch.nn"):
+    torch_files.load_state_dict(str(path))
   with pytest.raises(UserError, match="cannot read Inception weights"):
     inception.InceptionV3Features(str(path))
 
@@ -203,7 +203,7 @@ def test_missing_or_unreadable_file_names_the_weights(tmp_path):
 
 
 def test_wrong_keys_and_shapes_are_named(reference):
-  state = torch_weights.load_state_dict(str(reference[0]))
+  state = torch_files.load_state_dict(str(reference[0]))
   with pytest.raises(UserError,
                      match="missing key 'Conv2d_1a_3x3.conv.weight'"):
     inception.InceptionV3Features.from_state_dict({})

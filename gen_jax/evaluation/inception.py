@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import UserError
-from gen_jax.evaluation import torch_weights
+from gen_jax.importers import torch_files
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/"
@@ -348,8 +348,8 @@ class InceptionV3Features:
       raise UserError(f"Inception weights file {weights_path!r} not found: "
                       f"{hint}")
     try:
-      state_dict = torch_weights.load_state_dict(weights_path)
-    except (OSError, torch_weights.TorchFileError) as e:
+      state_dict = torch_files.load_state_dict(weights_path)
+    except (OSError, torch_files.TorchFileError) as e:
       raise UserError(f"cannot read Inception weights {weights_path!r} ({e}): "
                       f"{hint}") from e
     self._setup(state_dict, batch_size, source=weights_path)

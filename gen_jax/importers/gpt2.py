@@ -4,7 +4,7 @@ A checkpoint is a directory as `save_pretrained` writes it: `config.json`
 and the weights in `model.safetensors`, `pytorch_model.bin`, or shards listed
 by `model.safetensors.index.json` / `pytorch_model.bin.index.json`. Neither
 torch nor transformers is imported: safetensors files are parsed here and
-`.bin` files by `gen_jax.evaluation.torch_weights`.
+`.bin` files by `gen_jax.importers.torch_files`.
 
 Names map one to one (the 'transformer.' prefix is optional):
 
@@ -26,9 +26,9 @@ h.{i}.attn.masked_bias) are ignored, and so is lm_head.weight of a tied model
 once checked equal to wte.weight.
 
 Usage:
-  cfg, params = gpt2_import.load(DIR, dtype="bfloat16")   # sampling
-  model = gpt2_import.load_model(DIR, lora_rank=8, seed=0)  # fine-tuning
-  gpt2_import.load_into(model, DIR)   # a model built (sharded) elsewhere
+  cfg, params = gpt2.load(DIR, dtype="bfloat16")   # sampling
+  model = gpt2.load_model(DIR, lora_rank=8, seed=0)  # fine-tuning
+  gpt2.load_into(model, DIR)   # a model built (sharded) elsewhere
 """
 
 import json
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import UserError
-from gen_jax.evaluation import torch_weights
+from gen_jax.importers import torch_files
 from gen_jax.models import transformer
 
 # Settings of the run, not of the checkpoint, that `read_config` accepts.
@@ -199,8 +199,8 @@ def _as_float32(x: np.ndarray) -> np.ndarray:
 
 def _read_torch(file: str) -> dict[str, np.ndarray]:
   try:
-    state = torch_weights.load_state_dict(file)
-  except (OSError, torch_weights.TorchFileError) as e:
+    state = torch_files.load_state_dict(file)
+  except (OSError, torch_files.TorchFileError) as e:
     raise UserError(f"cannot read {file}: {e}") from None
   return {k: _as_float32(v) for k, v in state.items()}
 
