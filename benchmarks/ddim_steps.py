@@ -24,6 +24,7 @@ from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import train
+from gen_jax.evaluation import evaluators
 from gen_jax.evaluation import sample_quality
 
 _EXP = flags.DEFINE_string("exp", "ddpm_mnist", "Experiment of the workdir.")
@@ -58,14 +59,15 @@ def main(argv):
     step = ckpt.latest_step()
     state = ckpt.restore(run.abstract_state, step)
     ckpt.close()
+    ctx = train.eval_context(run, state)
     if i == 0:
-      extractor, reference = train.quality_reference(run)
+      extractor, reference = evaluators.configured(config)[0].reference(ctx)
       real = _real_row(run, extractor, reference, _NUM.value)
       rows.append({"sampler": "real training digits", "steps": 0, **real})
     label = sampler if sampler == "ddim" else "ddpm (ancestral)"
     steps_used = int(steps) or config.model.num_timesteps
     print(f"== {label}, {steps_used} steps", flush=True)
-    result = train.run_sample_quality(run, state)
+    result = evaluators.run_all(config, ctx)
     rows.append({"sampler": label, "steps": steps_used, "checkpoint": step,
                  **result})
     print(json.dumps(rows[-1]), flush=True)

@@ -42,7 +42,8 @@ def main(argv):
       run.keys["init"], run.init_batch)
   step_fn = jax.jit(
       run.family.train_step,
-      in_shardings=(run.state_shardings, parallel.batch_sharding(run.mesh),
+      in_shardings=(run.state_shardings, parallel.batch_sharding(
+          run.mesh, run.config.data.batch_size),
                     parallel.replicated(run.mesh)),
       out_shardings=(run.state_shardings, parallel.replicated(run.mesh)),
       donate_argnums=0)

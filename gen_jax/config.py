@@ -77,13 +77,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.inception_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth
   c.eval.stats_dir = ""  # reference statistics cache; '' -> ~/.cache/gen_jax
 
-  # Sampler options of families that have them (e.g. diffusion's sampler,
-  # num_steps, guidance_scale); --sampler/--num_steps/--guidance_scale set them.
+  # Sampling. --mode=sample writes the family's pictures and, with
+  # num_samples > 0, that many samples as samples/sample_step_N.npz.
+  # Families add their sampler options here (diffusion's sampler, num_steps,
+  # guidance_scale; ...); main.py's short flags (FLAG_ALIASES) set them.
   c.sample = ml_collections.ConfigDict()
+  c.sample.num_samples = 0
+  c.sample.labels = ()  # class ids cycled over the samples; (): 0, 1, ...
+  c.sample.seed = 0  # --mode=sample draws with this seed (any run's keys)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data",)
   c.mesh.shape = (-1,)  # -1: all remaining devices
+  # With an 'fsdp' axis: state leaves of at least this many elements are
+  # split over it (parameters, optimizer moments, EMA); smaller ones are
+  # replicated.
+  c.mesh.fsdp_min_size = 4096
   return c
 
 
@@ -100,6 +109,61 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.eval.num_examples = 200
   config.eval.num_samples = 16
   return config
+
+
+# The short flags of `gen_jax.main`: flag -> (config key, type, help). Each
+# is an alias of its config key, resolved here (`resolve_flags`); a family
+# without that key refuses the flag in one line.
+FLAG_ALIASES = {
+    "sampler": ("sample.sampler", str,
+                "Sampler of --mode=sample/eval, e.g. ddpm|ddim."),
+    "num_steps": ("sample.num_steps", int,
+                  "Sampling steps, 0 = all T (--sampler alone implies 0)."),
+    "guidance_scale": ("sample.guidance_scale", float,
+                       "Classifier-free guidance scale: 0 unconditional, 1 "
+                       "conditional, >1 guided."),
+    "temperature": ("sample.temperature", float,
+                    "Sampling temperature: of the latent noise (flows) or of "
+                    "the next-token distribution (language models; 0 = "
+                    "greedy)."),
+    "prompt": ("sample.prompts", list,
+               "Text to continue (language models; repeat the flag for a "
+               "batch of prompts)."),
+    "top_k": ("sample.top_k", int,
+              "Sample among the k most likely tokens, 0 = all."),
+    "top_p": ("sample.top_p", float,
+              "Nucleus sampling: the most likely tokens up to total "
+              "probability p, 1 = all."),
+    "max_new_tokens": ("sample.max_new_tokens", int,
+                       "Tokens to generate per prompt."),
+    "num_samples": ("sample.num_samples", int,
+                    "--mode=sample also writes this many samples as an .npz "
+                    "(uint8 images, or token ids and text)."),
+    "labels": ("sample.labels", list,
+               "Class ids cycled over the samples of a conditional model "
+               "(repeat the flag or give a,b,c)."),
+    "seed": ("sample.seed", int, "Seed of --mode=sample's draws."),
+}
+
+
+def flag_overrides(values: dict[str, Any]) -> list[str]:
+  """Short flags that were given -> 'key=value' overrides of their config
+  keys. `values`: flag name -> value (None: not given)."""
+  values = dict(values)
+  if values.get("sampler") is not None and values.get("num_steps") is None:
+    values["num_steps"] = 0  # a sampler named alone runs all T steps
+  out = []
+  for name, value in values.items():
+    if value is None:
+      continue
+    key = FLAG_ALIASES[name][0]
+    if isinstance(value, (list, tuple)):
+      if name == "labels":  # --labels=1,2 --labels=3 -> (1, 2, 3)
+        value = tuple(int(v) for item in value for v in str(item).split(",")
+                      if v.strip())
+      value = repr(tuple(value))
+    out.append(f"{key}={value}")
+  return out
 
 
 def list_experiments() -> list[str]:
@@ -137,16 +201,15 @@ def load_module(name: str):
   return module
 
 
-def get_config(exp: str, overrides: Sequence[str] = (),
-               flag_names: dict[str, str] | None = None
+def get_config(exp: str, overrides: Sequence[str] = ()
                ) -> ml_collections.ConfigDict:
   """Loads `experiments/NAME.py` (`NAME[:ARG]`) and applies `--config.*` overrides.
 
   Args:
     exp: experiment name, optionally with ':ARG' (e.g. 'vae_mnist:smoke').
-    overrides: strings 'a.b.c=value' (the part after '--config.').
-    flag_names: keys set by a flag of their own (e.g. 'sample.sampler' by
-      --sampler), so an error names the flag the user typed.
+    overrides: strings 'a.b.c=value' (the part after '--config.'); a key
+      that a short flag sets (FLAG_ALIASES) and the experiment lacks is
+      refused naming that flag.
 
   Returns:
     The resolved, locked config.
@@ -155,7 +218,9 @@ def get_config(exp: str, overrides: Sequence[str] = (),
   module = load_module(name)
   config = module.get_config(arg or None)
   valid = flat_keys(config)
-  for key, flag in (flag_names or {}).items():
+  flag_names = {key: f"--{flag}" for flag, (key, _, _) in
+                FLAG_ALIASES.items()}
+  for key, flag in flag_names.items():
     if key not in valid and any(o.startswith(key + "=") for o in overrides):
       raise UserError(f"{flag}: experiment '{name}' has no option {key} "
                       f"(its family, '{config.family}', takes no {flag}).")
@@ -261,7 +326,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{', '.join(choices)}.")
   for key in ("train.num_steps", "data.batch_size", "data.eval_batch_size",
               "train.log_every", "train.eval_every", "train.ckpt_every",
-              "train.sample_every", "train.keep_ckpts"):
+              "train.sample_every", "train.keep_ckpts", "mesh.fsdp_min_size"):
     section, leaf = key.split(".")
     if config[section][leaf] <= 0:
       raise UserError(f"--config.{key}: must be positive, got "

@@ -101,11 +101,15 @@ class Progress:
     self.label, self.total, self.unit, self.every = label, total, unit, every
     self._t0 = self._last = time.time()
 
+  def due(self, done: int) -> bool:
+    """Whether `self(done)` would print now."""
+    return jax.process_index() == 0 and (
+        time.time() - self._last >= self.every or done >= self.total)
+
   def __call__(self, done: int, note: str = "") -> None:
-    now = time.time()
-    if jax.process_index() != 0 or (now - self._last < self.every and
-                                    done < self.total):
+    if not self.due(done):
       return
+    now = time.time()
     self._last = now
     rate = done / max(now - self._t0, 1e-9)
     eta = (self.total - done) / rate if rate > 0 else math.inf

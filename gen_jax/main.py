@@ -33,32 +33,11 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
                                       "With --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1,
                                    "With --coordinator_address.")
-# Sampler options, for families that have them (config.sample.*).
-_SAMPLER = flags.DEFINE_string(
-    "sampler", None, "Sampler of --mode=sample/eval, e.g. ddpm|ddim "
-    "(sets --config.sample.sampler).")
-_NUM_STEPS = flags.DEFINE_integer(
-    "num_steps", None, "Sampling steps, 0 = all T (sets "
-    "--config.sample.num_steps; --sampler alone implies 0).")
-_GUIDANCE = flags.DEFINE_float(
-    "guidance_scale", None, "Classifier-free guidance scale: 0 unconditional, "
-    "1 conditional, >1 guided (sets --config.sample.guidance_scale).")
-_TEMPERATURE = flags.DEFINE_float(
-    "temperature", None, "Sampling temperature: of the latent noise (flows) "
-    "or of the next-token distribution (language models; 0 = greedy). Sets "
-    "--config.sample.temperature.")
-_PROMPT = flags.DEFINE_multi_string(
-    "prompt", None, "Text to continue (language models; repeat the flag for "
-    "a batch of prompts; sets --config.sample.prompts).")
-_TOP_K = flags.DEFINE_integer(
-    "top_k", None, "Sample among the k most likely tokens, 0 = all (sets "
-    "--config.sample.top_k).")
-_TOP_P = flags.DEFINE_float(
-    "top_p", None, "Nucleus sampling: the most likely tokens up to total "
-    "probability p, 1 = all (sets --config.sample.top_p).")
-_MAX_NEW = flags.DEFINE_integer(
-    "max_new_tokens", None, "Tokens to generate per prompt (sets "
-    "--config.sample.max_new_tokens).")
+# Short flags, each an alias of a config key (config.FLAG_ALIASES).
+_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
+           float: flags.DEFINE_float, list: flags.DEFINE_multi_string}
+_ALIASES = {name: _DEFINE[kind](name, None, f"{text} Sets --config.{key}.")
+            for name, (key, kind, text) in config_lib.FLAG_ALIASES.items()}
 flags.register_validator("exp", lambda v: v is not None,
                          f"--exp is required. One of: {_EXPERIMENTS}.")
 flags.register_validator("workdir", lambda v: v is not None,
@@ -83,20 +62,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     log_lib.quiet_library_logs()
-  num_steps = _NUM_STEPS.value
-  if _SAMPLER.value is not None and num_steps is None:
-    num_steps = 0  # a sampler named without --num_steps runs all T steps
-  sampler_flags = {"sampler": _SAMPLER.value, "num_steps": num_steps,
-                   "guidance_scale": _GUIDANCE.value,
-                   "temperature": _TEMPERATURE.value,
-                   "prompts": (None if _PROMPT.value is None
-                               else repr(tuple(_PROMPT.value))),
-                   "top_k": _TOP_K.value, "top_p": _TOP_P.value,
-                   "max_new_tokens": _MAX_NEW.value}
-  config = config_lib.get_config(_EXP.value, _OVERRIDES + [
-      f"sample.{k}={v}" for k, v in sampler_flags.items() if v is not None],
-      flag_names={f"sample.{k}": "--prompt" if k == "prompts" else f"--{k}"
-                  for k in sampler_flags})
+  aliases = config_lib.flag_overrides(
+      {name: flag.value for name, flag in _ALIASES.items()})
+  config = config_lib.get_config(_EXP.value, _OVERRIDES + aliases)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _MODE.value == "train":

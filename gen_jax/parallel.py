@@ -1,8 +1,11 @@
 """Devices, meshes and shardings; multi-host start-up.
 
 One `Mesh` over all devices (all on the 'data' axis by default). Batches are
-sharded on 'data', parameters replicated unless a family's partition rules say
-otherwise; a run on one CPU, a GPU box, a TPU VM or a pod is the same code.
+sharded over 'data' and 'fsdp'; with an 'fsdp' axis every large state leaf
+(parameters, optimizer moments, EMA) is split over it by `fsdp_spec` unless a
+family's partition rules say otherwise; a 'model' axis is for families that
+split their network (the Transformer's heads and MLP units). A run on one
+CPU, a GPU box, a TPU VM or a pod is the same code.
 """
 
 import os
@@ -76,7 +79,18 @@ def batch_axes(mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in mesh.axis_names if a in ("data", "fsdp"))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
+def num_batch_shards(mesh: Mesh) -> int:
+  """Devices a batch is split over (the product of the batch axes)."""
+  return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
+
+
+def batch_sharding(mesh: Mesh, global_size: int | None = None
+                   ) -> NamedSharding:
+  """How a batch of `global_size` rows lies: split over the batch axes, or,
+  when it does not divide over them on one process, whole on every device
+  (`global_batch` says so once)."""
+  if global_size is not None and global_size % num_batch_shards(mesh):
+    return NamedSharding(mesh, P())
   return NamedSharding(mesh, P(batch_axes(mesh)))
 
 
@@ -84,30 +98,77 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+_WARNED_SIZES: set[tuple[int, int]] = set()
+
+
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles each process's slice into one global array per key."""
-  sharding = batch_sharding(mesh)
-  n = int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
-  for k, v in local.items():
-    if (v.shape[0] * jax.process_count()) % n:
-      raise UserError(f"A global batch of {v.shape[0] * jax.process_count()} "
-                      f"does not split over {n} devices; choose a multiple.")
+  """Assembles each process's slice into one global array per key.
+
+  A global batch that does not divide over the batch axes (the 100 points of
+  a mode-collapse GAN on 8 devices) is given whole to every device on one
+  process, with a warning; with several processes it is an error.
+  """
+  n = num_batch_shards(mesh)
+  size = next(iter(local.values())).shape[0] * jax.process_count()
+  sharding = batch_sharding(mesh, size)
+  if size % n:
+    if jax.process_count() > 1:
+      raise UserError(f"A global batch of {size} does not split over {n} "
+                      "devices; choose a multiple.")
+    if (size, n) not in _WARNED_SIZES:
+      _WARNED_SIZES.add((size, n))
+      logging.warning("A batch of %d does not split over %d devices: every "
+                      "device computes all of it. A multiple of %d splits "
+                      "the work.", size, n, n)
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local.items()}
 
 
+def fsdp_spec(shape: tuple[int, ...], mesh: Mesh, min_size: int = 4096) -> P:
+  """The default rule: a leaf split over the 'fsdp' axis along its largest
+  dimension divisible by the axis size (ties: the last such dimension);
+  replicated without an 'fsdp' axis, below `min_size` elements, or when no
+  dimension divides."""
+  n = mesh.shape.get("fsdp", 1)
+  if n == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  dims = [d for d, size in enumerate(shape) if size % n == 0]
+  if not dims:
+    return P()
+  best = max(dims, key=lambda d: (shape[d], d))
+  return P(*[("fsdp" if d == best else None) for d in range(len(shape))])
+
+
 def state_shardings(abstract_state: PyTree, mesh: Mesh,
-                    rules: tuple[tuple[str, P], ...] = ()) -> PyTree:
+                    rules: tuple[tuple[str, P], ...] = (),
+                    fsdp_min_size: int = 4096) -> PyTree:
   """NamedShardings for a state: the first rule whose regex matches a leaf's
-  path gives its PartitionSpec; everything else is replicated."""
+  path gives its PartitionSpec; every other leaf follows `fsdp_spec` (leaves
+  under `fsdp_min_size` elements replicated: gathering a bias or a norm
+  scale costs more than keeping copies of it).
+
+  Rules and the default depend only on a leaf's path and shape, so the
+  optimizer moments and the EMA of a parameter lie as the parameter does.
+  """
   def spec(path, leaf):
     name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    shape = tuple(getattr(leaf, "shape", ()))
     for pattern, pspec in rules:
-      if re.search(pattern, name) and len(pspec) <= getattr(leaf, "ndim", 0):
+      if re.search(pattern, name) and len(pspec) <= len(shape):
         return NamedSharding(mesh, pspec)
-    return NamedSharding(mesh, P())
+    return NamedSharding(mesh, fsdp_spec(shape, mesh, fsdp_min_size))
 
   return jax.tree_util.tree_map_with_path(spec, abstract_state)
+
+
+def check_model_axis(mesh: Mesh, model_parallel: bool, family: str) -> None:
+  """A 'model' axis of size > 1 needs a family that splits its computation
+  over it; anywhere else it would only run the same work twice."""
+  if mesh.shape.get("model", 1) > 1 and not model_parallel:
+    raise UserError(
+        f"--config.mesh.axes: the '{family}' family does not split its "
+        f"network over a 'model' axis (size {mesh.shape['model']}); use "
+        "'data' and 'fsdp' axes (fsdp shards its parameters).")
 
 
 def to_host(tree: PyTree) -> PyTree:

@@ -24,12 +24,10 @@ from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax import logging as log_lib
 from gen_jax import parallel
-from gen_jax.data import mixtures
 from gen_jax.data import pipeline
 from gen_jax.errors import UserError
+from gen_jax.evaluation import evaluators
 from gen_jax.evaluation import grids
-from gen_jax.evaluation import modes
-from gen_jax.evaluation import sample_quality
 
 PyTree = Any
 
@@ -114,15 +112,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
           write_config: bool = True) -> Run:
   path = prepare_workdir(workdir, config, write_config)
   mesh = parallel.make_mesh(config)
-  data = pipeline.make(config, jax.process_index(), jax.process_count())
-  family = families.build(config)
+  data = pipeline.make(config, jax.process_index(), jax.process_count(),
+                       parallel.num_batch_shards(mesh))
+  family = families.build(config, tokenizer=data.tokenizer)
+  parallel.check_model_axis(mesh, family.model_parallel, config.family)
   root = jax.random.key(config.seed)
   keys = dict(zip(("init", "train", "eval", "sample"),
                   jax.random.split(root, 4)))
   init_batch = parallel.global_batch(data.init_batch, mesh)
   abstract = jax.eval_shape(family.init, keys["init"], init_batch)
   shardings = parallel.state_shardings(abstract, mesh,
-                                       family.partition_rules())
+                                       family.partition_rules(),
+                                       config.mesh.fsdp_min_size)
   abstract = checkpointing.abstract_with_shardings(abstract, shardings)
   return Run(config, path, mesh, family, data, shardings, abstract,
              init_batch, keys)
@@ -163,12 +164,19 @@ def _eval_fn(run: Run, final: bool):
 def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
   """One pass over the held-out split; the same keys every time."""
   eval_step = _eval_fn(run, final)
+  num_batches = -(-run.data.num_eval // run.data.eval_batch_size)
+  progress = log_lib.Progress("final eval" if final else "eval", num_batches,
+                              " batches")
   totals = None
   for i, local in enumerate(run.data.eval_batches()):
     batch = parallel.global_batch(local, run.mesh)
     sums = eval_step(state, batch, jax.random.fold_in(run.keys["eval"], i))
-    # Summed on the device; fetched once, so batches are dispatched back to back.
+    # Summed on the device; fetched once per progress report at most, so
+    # batches are dispatched back to back.
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if progress.due(i + 1):
+      jax.block_until_ready(totals)  # report work done, not dispatched
+      progress(i + 1)
   totals = jax.device_get(totals)
   return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
 
@@ -178,7 +186,7 @@ def generate(run: Run, state: PyTree, num: int, key: jax.Array,
              ) -> tuple[np.ndarray, float]:
   """`num` samples in batches of data.eval_batch_size laid over the mesh,
   with progress; returns them on the host and the seconds per sample."""
-  per_call = run.config.data.eval_batch_size
+  per_call = run.data.eval_batch_size  # a multiple of the batch shards
   sharding = parallel.batch_sharding(run.mesh)
   progress = log_lib.Progress("sampled", num, " images")
   chunks, t0 = [], time.time()
@@ -200,55 +208,29 @@ def generate(run: Run, state: PyTree, num: int, key: jax.Array,
   return np.concatenate(chunks)[:num], seconds
 
 
-def _ensure_classifier(config: ml_collections.ConfigDict) -> None:
-  """Trains the MNIST feature classifier once if its workdir has none."""
-  workdir = sample_quality.classifier_workdir(config)
-  if any((workdir / "checkpoints").glob("[0-9]*")):
-    return
-  print(f"Sample quality uses the project's MNIST classifier; training it "
-        f"once into {workdir} (python -m gen_jax.main --exp=mnist_classifier "
-        f"--workdir={workdir}).", flush=True)
-  overrides = [f"data.source={config.data.source}",
-               f"data.data_dir={config.data.data_dir}"]
-  train_and_evaluate(config_lib.get_config("mnist_classifier", overrides),
-                     str(workdir))
+def eval_context(run: Run, state: PyTree) -> evaluators.EvalContext:
+  """What the configured evaluators may use: sampling over the mesh, the
+  held-out split, and this trainer (for runs they depend on)."""
+  key = jax.random.fold_in(run.keys["eval"], 2**31 - 1)
 
-
-def quality_reference(run: Run):
-  """The configured feature extractor (training the MNIST classifier first if
-  needed) and the eval split's reference features (cached)."""
-  config = run.config
-  if config.eval.quality_features == "mnist_classifier":
-    _ensure_classifier(config)
-  extractor = sample_quality.make_extractor(config)
-
-  def real_images():
+  def real_batches():
     for local in run.data.eval_batches():
       batch = parallel.to_host(parallel.global_batch(local, run.mesh))
-      yield batch["image"][batch["mask"] > 0]
-  reference = sample_quality.reference_features(
-      extractor, config, f"{run.data.dataset}-eval{run.data.num_eval}",
-      real_images())
-  return extractor, reference
+      real = batch["mask"] > 0
+      yield {k: v[real] for k, v in batch.items() if k != "mask"}
+
+  return evaluators.EvalContext(
+      config=run.config, num_classes=run.family.num_classes,
+      split_name=f"{run.data.dataset}-eval{run.data.num_eval}",
+      sample=lambda num, labels: generate(run, state, num, key, labels),
+      real_batches=real_batches, train=train_and_evaluate)
 
 
-def run_sample_quality(run: Run, state: PyTree) -> dict[str, float]:
-  """Sample-quality metrics of eval.quality_samples samples: Fréchet distance
-  etc. against the eval split, or, on the 2-D mixtures, modes captured and
-  high-quality samples."""
-  config = run.config
-  num = config.eval.quality_samples
-  labels = (np.arange(num) % run.family.num_classes
-            if run.family.num_classes else None)
-  key = jax.random.fold_in(run.keys["eval"], 2**31 - 1)
-  if config.eval.quality_features == "mixture_modes":
-    samples, seconds = generate(run, state, num, key, labels)
-    result = modes.mode_metrics(samples, mixtures.MIXTURES[config.data.name])
-  else:
-    extractor, reference = quality_reference(run)
-    samples, seconds = generate(run, state, num, key, labels)
-    result = sample_quality.evaluate(extractor, samples, reference, labels)
-  result["sample_seconds_per_image"] = seconds
+def final_eval(run: Run, state: PyTree) -> dict[str, float]:
+  """The family's paper-grade held-out metrics, then the configured
+  evaluators'."""
+  result = run_eval(run, state, final=True)
+  result.update(evaluators.run_all(run.config, eval_context(run, state)))
   return result
 
 
@@ -304,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               f"mesh {dict(run.mesh.shape)}; "
               + (f"resuming at step {start}." if start else "starting."))
 
-  batch_sharding = parallel.batch_sharding(run.mesh)
+  batch_sharding = parallel.batch_sharding(run.mesh, config.data.batch_size)
   replicated = parallel.replicated(run.mesh)
   train_step = jax.jit(
       run.family.train_step,
@@ -371,9 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt.wait()
     final_step = max(start, tc.num_steps)
     t0 = time.time()
-    result = run_eval(run, state, final=True)
-    if config.eval.quality_samples > 0:
-      result.update(run_sample_quality(run, state))
+    result = final_eval(run, state)
     logger.write(final_step, "eval", result)
     logger.text(f"final eval @ {final_step} ({time.time() - t0:.0f}s): " +
                 ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
@@ -410,9 +390,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
              ) -> dict[str, float]:
   """`--mode=eval`: the final (paper-grade) metrics of the latest checkpoint."""
   run, state, step = restore_latest(config, workdir)
-  result = run_eval(run, state, final=True)
-  if config.eval.quality_samples > 0:
-    result.update(run_sample_quality(run, state))
+  result = final_eval(run, state)
   if jax.process_index() == 0:
     logger = log_lib.MetricLogger(run.workdir, step, step)
     logger.write(step, "eval", result)
@@ -426,12 +404,49 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
   return result
 
 
+def _sample_labels(run: Run, num: int) -> np.ndarray | None:
+  """`sample.labels` cycled over `num` samples (default 0, 1, 2, ...)."""
+  given = tuple(run.config.sample.labels)
+  k = run.family.num_classes
+  if not k:
+    if given:
+      raise UserError("--labels: this model is not class-conditional.")
+    return None
+  if any(not 0 <= y < k for y in given):
+    raise UserError(f"--labels={','.join(map(str, given))}: class ids must "
+                    f"be in 0..{k - 1}.")
+  return np.resize(np.asarray(given or np.arange(k), np.int32), num)
+
+
+def export_samples(run: Run, state: PyTree, step: int, key: jax.Array
+                   ) -> pathlib.Path:
+  """Draws `sample.num_samples` samples and writes them, with their labels,
+  as samples/sample_step_N.npz (atomically)."""
+  num = run.config.sample.num_samples
+  labels = _sample_labels(run, num)
+  samples, _ = generate(run, state, num, key, labels)
+  arrays = run.family.export_samples(samples)
+  if labels is not None:
+    arrays["labels"] = labels
+  path = run.workdir / "samples" / f"sample_step_{step}.npz"
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  return path
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str
            ) -> list[pathlib.Path]:
-  """`--mode=sample`: writes the family's pictures from the latest checkpoint."""
+  """`--mode=sample`: writes the family's pictures from the latest
+  checkpoint and, with `sample.num_samples > 0`, the samples as an .npz."""
   run, state, step = restore_latest(config, workdir)
-  key = jax.random.fold_in(run.keys["sample"], step)
+  key = jax.random.fold_in(jax.random.fold_in(run.keys["sample"], step),
+                           config.sample.seed)
   paths = write_pictures(run, state, step, key, prefix="sample_")
+  if config.sample.num_samples > 0:
+    paths.append(export_samples(run, state, step, key))
   if jax.process_index() == 0:
     for path in paths:
       if path.suffix == ".txt":  # text families: the samples themselves

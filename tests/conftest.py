@@ -65,21 +65,30 @@ def classifier_workdir(data_dir, tmp_path_factory) -> str:
 
 
 def train_on_devices(family, batches, num_devices: int, metric_names,
-                     init_batch=None):
+                     init_batch=None, mesh_shape=None, return_sharded=False):
   """Runs `family.train_step` on the first `num_devices` devices (state
   initialized sharded by the family's partition rules, from `init_batch`
   when given, batches laid over the mesh, step keys 0, 1, ...).
 
-  Returns ([steps, len(metric_names)] metrics, the final state on the host).
+  `mesh_shape`: the shape of the mesh over `config.mesh.axes` (default: the
+  config's). `return_sharded`: return the final state as it lies on the
+  devices (to inspect its shardings) instead of on the host.
+
+  Returns ([steps, len(metric_names)] metrics, the final state).
   """
+  import ml_collections  # pylint: disable=g-import-not-at-top
   from gen_jax import parallel  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh(family.config, jax.devices()[:num_devices])
+  mesh_config = ml_collections.ConfigDict({"mesh": {
+      "axes": tuple(family.config.mesh.axes),
+      "shape": tuple(mesh_shape or family.config.mesh.shape)}})
+  mesh = parallel.make_mesh(mesh_config, jax.devices()[:num_devices])
   if init_batch is not None:
     init_batch = parallel.global_batch(init_batch, mesh)
   abstract = jax.eval_shape(family.init, jax.random.key(0), init_batch)
   shardings = parallel.state_shardings(abstract, mesh,
-                                       family.partition_rules())
+                                       family.partition_rules(),
+                                       family.config.mesh.fsdp_min_size)
   state = jax.jit(family.init, out_shardings=shardings,
                   compiler_options=FAST_COMPILE)(jax.random.key(0), init_batch)
   step = jax.jit(family.train_step,
@@ -94,7 +103,7 @@ def train_on_devices(family, batches, num_devices: int, metric_names,
         num_devices)
     state, metrics = step(state, batch, jax.random.key(i))
     rows.append([float(metrics[name]) for name in metric_names])
-  return np.array(rows), jax.device_get(state)
+  return np.array(rows), state if return_sharded else jax.device_get(state)
 
 
 def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):

@@ -12,6 +12,7 @@ from conftest import FAST_COMPILE, train_on_devices, write_gpt2_checkpoint
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax import parallel
+from gen_jax.data import tokenizers
 from gen_jax.errors import UserError
 from gen_jax.families import autoregressive  # pylint: disable=unused-import
 
@@ -20,7 +21,7 @@ SEQ = 16
 
 def _family(exp, *overrides):
   config = config_lib.get_config(exp, [f"data.seq_len={SEQ}", *overrides])
-  return families.build(config)
+  return families.build(config, tokenizers.make(config))
 
 
 def _batches(num, batch=8, vocab=256, seed=0):
@@ -42,14 +43,26 @@ def test_one_vs_eight_devices_and_initial_loss(exp, mesh):
   batches = _batches(3)
   names = ["loss", "grad_norm"]
   m1, s1 = train_on_devices(one, batches, 1, names)
-  m8, s8 = train_on_devices(eight, batches, 8, names)
+  m8, s8 = train_on_devices(eight, batches, 8, names, return_sharded=True)
   assert abs(m1[0, 0] - math.log(256)) < 0.05
   np.testing.assert_allclose(m8, m1, rtol=2e-4)
+  if "fsdp" in mesh:  # the weights really lie split: Megatron x fsdp
+    leaves = {jax.tree_util.keystr(p): x for p, x in
+              jax.tree_util.tree_leaves_with_path(s8.params)}
+    qkv = next(x for p, x in leaves.items() if "qkv" in p and "kernel" in p)
+    out = next(x for p, x in leaves.items()
+               if "attn_out" in p and "kernel" in p)
+    for w in (qkv, out):  # [D, 3D] by (fsdp, model); [D, D] by (model, fsdp)
+      assert w.sharding.shard_shape(w.shape) == (w.shape[0] // 2,
+                                                 w.shape[1] // 2)
+    moments = [m for m in jax.tree.leaves(s8.opt_state)
+               if m.shape == qkv.shape]
+    assert moments and all(m.sharding.shard_shape(m.shape)
+                           == qkv.sharding.shard_shape(qkv.shape)
+                           for m in moments)
+  s8 = jax.device_get(s8)
   for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
     np.testing.assert_allclose(a, b, atol=2e-5)
-  if "fsdp" in mesh:  # the rules really shard the weights
-    rules = dict(eight.partition_rules())
-    assert tuple(rules[r"(qkv|fc)/kernel"]) == ("fsdp", "model")
 
 
 def test_eval_metrics_are_exact():
@@ -101,8 +114,8 @@ def test_lora_trains_only_the_adapters_of_the_pretrained_model(gpt2_dir):
            for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
   assert paths and all("lora_" in p for p in paths)
   # Fresh adapters: the logits of the checkpoint itself.
-  from gen_jax.models import gpt2_import  # pylint: disable=g-import-not-at-top
-  base = gpt2_import.load_model(gpt2_dir)
+  from gen_jax.importers import gpt2  # pylint: disable=g-import-not-at-top
+  base = gpt2.load_model(gpt2_dir)
   tokens = _batches(1, batch=2, vocab=257)[0]["tokens"]
   merged = nnx.merge(family.graphdef, state.params, state.rest)
   np.testing.assert_allclose(jax.jit(lambda t: merged(t))(tokens),
@@ -128,7 +141,7 @@ def test_config_errors(gpt2_dir):
   with config.unlocked():
     config.model.num_layers = 4
   with pytest.raises(UserError, match="architecture comes from"):
-    families.build(config)
+    families.build(config, tokenizers.make(config))
   with pytest.raises(UserError, match="seq_len"):
     _family("transformer_code:smoke", "data.seq_len=64")
   with pytest.raises(UserError, match="divisible"):

@@ -14,6 +14,8 @@ from gen_jax import families
 from gen_jax.errors import UserError
 from gen_jax.families import base
 from gen_jax.families import diffusion
+from gen_jax.families import likelihoods
+from gen_jax.families import schedules
 from gen_jax.models import unet
 
 
@@ -24,7 +26,7 @@ def _family(overrides=(), exp="ddpm_mnist:smoke"):
 def _predict(family, params, rest, x, t, y=None, guidance_scale=1.0):
   """family.predict, compiled (eager U-Net calls are slow)."""
   fn = jax.jit(lambda p, r, x, t, y: family.predict(
-      family._net(p, r), x, t, y, guidance_scale))
+      family.network(p, r), x, t, y, guidance_scale))
   return fn(params, rest, x, t, y)
 
 
@@ -35,15 +37,15 @@ def _state(family, batch_size=4):
 
 
 def test_linear_schedule_alpha_bar_at_T():
-  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  sched = schedules.make_schedule(schedules.make_betas("linear", 1000))
   # DDPM's linear schedule ends at abar_T = 4.04e-5 (sqrt: 6.35e-3).
   assert sched.alphas_cumprod[-1] == pytest.approx(4.0358e-5, rel=1e-3)
   assert sched.betas[0] == 1e-4 and sched.betas[-1] == pytest.approx(0.02)
 
 
 def test_cosine_schedule():
-  betas = diffusion.make_betas("cosine", 1000)
-  sched = diffusion.make_schedule(betas)
+  betas = schedules.make_betas("cosine", 1000)
+  sched = schedules.make_schedule(betas)
   assert np.all(np.diff(sched.alphas_cumprod) < 0)
   assert betas.max() <= 0.999 and betas.min() > 0
   # abar(t) = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), at t = T/2.
@@ -52,7 +54,7 @@ def test_cosine_schedule():
 
 
 def test_forward_process_closed_form_matches_iterated_steps():
-  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  sched = schedules.make_schedule(schedules.make_betas("linear", 1000))
   rng = np.random.default_rng(0)
   x0 = np.array([0.9, -0.4, 0.0])
   n, t = 200_000, 300
@@ -64,14 +66,14 @@ def test_forward_process_closed_form_matches_iterated_steps():
   np.testing.assert_allclose(x.var(0), 1 - abar, rtol=0.01)
   # ... and q_sample draws from the same closed form.
   eps = jnp.asarray(rng.standard_normal((n, 1, 1, 3)), jnp.float32)
-  xt = diffusion.q_sample(sched, jnp.asarray(x0, jnp.float32)[None, None, None],
+  xt = schedules.q_sample(sched, jnp.asarray(x0, jnp.float32)[None, None, None],
                           jnp.full((n,), t - 1), eps)
   np.testing.assert_allclose(np.asarray(xt).mean(0).ravel(),
                              math.sqrt(abar) * x0, atol=0.01)
 
 
 def test_posterior_matches_bayes_rule():
-  sched = diffusion.make_schedule(diffusion.make_betas("linear", 1000))
+  sched = schedules.make_schedule(schedules.make_betas("linear", 1000))
   x0, xt = 0.7, -0.2
   for t in (1, 10, 500, 999):
     beta, abar_prev = sched.betas[t], sched.alphas_cumprod_prev[t]
@@ -80,7 +82,7 @@ def test_posterior_matches_bayes_rule():
     var = 1 / precision
     mean = var * (math.sqrt(abar_prev) * x0 / (1 - abar_prev)
                   + math.sqrt(1 - beta) * xt / beta)
-    got_mean, got_logvar = diffusion.q_posterior(
+    got_mean, got_logvar = schedules.q_posterior(
         sched, jnp.full((1, 1, 1, 1), x0), jnp.full((1, 1, 1, 1), xt),
         jnp.array([t]))
     assert float(got_mean[0, 0, 0, 0]) == pytest.approx(mean, rel=1e-5)
@@ -93,13 +95,13 @@ def test_discretized_gaussian_is_a_distribution_over_256_values():
   values = jnp.linspace(-1.0, 1.0, 256)[:, None, None, None]
   for mean, log_scale in ((0.1, math.log(0.01)), (-0.95, math.log(0.3)),
                           (0.999, math.log(1e-3)), (0.2, 1.0)):
-    logp = diffusion.discretized_gaussian_log_likelihood(
+    logp = likelihoods.discretized_gaussian_log_likelihood(
         values, jnp.full_like(values, mean), jnp.full_like(values, log_scale))
     assert float(jnp.sum(jnp.exp(logp))) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_normal_kl_closed_form():
-  kl = diffusion.normal_kl(jnp.array(1.0), jnp.log(jnp.array(4.0)),
+  kl = likelihoods.normal_kl(jnp.array(1.0), jnp.log(jnp.array(4.0)),
                            jnp.array(0.0), jnp.array(0.0))
   # KL(N(1, 4) || N(0, 1)) = 0.5 (4 + 1 - 1 - log 4)
   assert float(kl) == pytest.approx(0.5 * (4.0 - math.log(4.0)), rel=1e-6)
@@ -138,7 +140,7 @@ def test_v_and_eps_predictions_are_consistent():
     x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
     t = jnp.array([0, 40, 99])
     eps, x0 = _predict(fam, state.params, state.rest, x, t)
-    abar = diffusion._at(fam.sched.alphas_cumprod, t)
+    abar = schedules.at(fam.sched.alphas_cumprod, t)
     np.testing.assert_allclose(jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * eps,
                                x, atol=1e-4)
 
@@ -180,9 +182,9 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
 
 
 def test_ddim_timesteps():
-  np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 4),
+  np.testing.assert_array_equal(schedules.ddim_timesteps(1000, 4),
                                 [999, 749, 499, 249])
-  np.testing.assert_array_equal(diffusion.ddim_timesteps(10, 10),
+  np.testing.assert_array_equal(schedules.ddim_timesteps(10, 10),
                                 np.arange(9, -1, -1))
 
 

@@ -188,7 +188,7 @@ def _family(arch, shape, **model):
 
 
 def _perturbed_state(family, state, scale):
-  model = _perturbed(family._model(state.params, state.rest), scale)
+  model = _perturbed(family.network(state.params, state.rest), scale)
   return state.replace(params=nnx.split(model, nnx.Param, ...)[1])
 
 
@@ -205,7 +205,7 @@ def test_bits_per_dim_match_an_independent_computation():
       family, _jit(family.init)(jax.random.key(0), batch), 0.05)
   key = jax.random.key(5)
   sums = _jit(family.eval_step)(state, batch, key)
-  model = family._model(state.params, state.rest)
+  model = family.network(state.params, state.rest)
   v = (image.astype(jnp.float32) + jax.random.uniform(key, image.shape)) / 256
   expected = []
   for i in range(3):

@@ -143,7 +143,7 @@ def test_probabilities_sum_to_one(likelihood, shape):
 
   @_jit
   def log_p(images, label):
-    model = family._model(params, state.rest)
+    model = family.network(params, state.rest)
     return family.log_prob(model, images,
                            jnp.full((images.shape[0],), label, jnp.int32))
 
@@ -158,7 +158,7 @@ def test_probabilities_sum_to_one(likelihood, shape):
 def _reference_sample(family, state, key, labels, shape):
   """The sampler written as a Python loop over positions: (images, the sum
   of log p of each drawn value, read off the logits when it was drawn)."""
-  model_fn = _jit(lambda x, y: family._model(state.params, state.rest)(
+  model_fn = _jit(lambda x, y: family.network(state.params, state.rest)(
       family.network_input(x), y))
   draw = _jit(lambda p, logits: jax.random.categorical(
       jax.random.fold_in(key, p), logits, axis=-1))
@@ -192,7 +192,7 @@ def test_compiled_sampler_matches_the_per_position_loop():
   np.testing.assert_array_equal(np.rint(np.asarray(images) * 255), expected)
   # Causality seen from the sampler: the teacher-forced log-likelihood of
   # the finished image equals the sum of the log-probabilities at drawing.
-  model = family._model(state.params, state.rest)
+  model = family.network(state.params, state.rest)
   np.testing.assert_allclose(
       _jit(family.log_prob)(model, jnp.asarray(expected), jnp.asarray(labels)),
       log_p, rtol=1e-5)
@@ -214,7 +214,7 @@ def test_binarized_sampler_and_eval_sums():
            "mask": jnp.asarray(np.arange(64) < 40, jnp.float32)}
   sums = _jit(family.eval_step)(state, batch, jax.random.key(2))
   assert "bits_per_dim" not in sums  # only for the 8-bit data
-  model = family._model(state.params, state.rest)
+  model = family.network(state.params, state.rest)
   # 0/255 pixels binarize to themselves whatever the key.
   nll = -_jit(family.log_prob)(model, batch["image"].astype(jnp.int32) // 255)
   np.testing.assert_allclose(sums["nll"], float(jnp.sum(nll[:40])),
@@ -232,7 +232,7 @@ def test_eval_reports_exact_bits_per_dim():
   out = family.summarize_eval({k: float(v) for k, v in eval_step(
       state, batch, jax.random.key(2)).items()})
   # Against the log-softmax written out in float64.
-  model = family._model(state.params, state.rest)
+  model = family.network(state.params, state.rest)
   logits = np.asarray(_jit(lambda m, x: m(family.network_input(x)))(
       model, jnp.asarray(image)), np.float64)  # [6, 8, 8, 1, 256]
   log_z = np.log(np.sum(np.exp(logits), axis=-1))

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from gen_jax import config as config_lib
+from gen_jax.families import likelihoods
 from gen_jax.families import vae as vae_lib
 
 
@@ -19,11 +20,11 @@ class KLTest(chex.TestCase):
     key = jax.random.key(0)
     mean = jnp.array([[0.5, -1.0, 2.0]])
     logvar = jnp.array([[0.3, -0.7, 0.1]])
-    kl = self.variant(vae_lib.gaussian_kl)(mean, logvar)
+    kl = self.variant(likelihoods.gaussian_kl)(mean, logvar)
     # MC estimate of E_q[log q(z) - log p(z)] with 400k samples.
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, (400_000, 3))
-    log_q = vae_lib.gaussian_log_prob(z, mean, logvar)
-    log_p = vae_lib.gaussian_log_prob(z, jnp.zeros((1, 3)), jnp.zeros((1, 3)))
+    log_q = likelihoods.gaussian_log_prob(z, mean, logvar)
+    log_p = likelihoods.gaussian_log_prob(z, jnp.zeros((1, 3)), jnp.zeros((1, 3)))
     mc = jnp.mean(log_q - log_p)
     se = jnp.std(log_q - log_p) / math.sqrt(400_000)
     self.assertLess(abs(float(kl[0]) - float(mc)), 4 * float(se))
@@ -34,20 +35,20 @@ class KLTest(chex.TestCase):
 
   def test_kl_is_zero_at_the_prior(self):
     np.testing.assert_allclose(
-        vae_lib.gaussian_kl(jnp.zeros((2, 5)), jnp.zeros((2, 5))), 0.0)
+        likelihoods.gaussian_kl(jnp.zeros((2, 5)), jnp.zeros((2, 5))), 0.0)
 
   def test_log_probs_match_scipy(self):
     x = np.array([[0.1, -0.4, 1.3]], np.float32)
     mean = np.array([[0.0, 0.2, 1.0]], np.float32)
     logvar = np.array([[0.5, -0.3, 0.0]], np.float32)
     expected = stats.norm(mean, np.exp(0.5 * logvar)).logpdf(x).sum()
-    np.testing.assert_allclose(vae_lib.gaussian_log_prob(x, mean, logvar)[0],
+    np.testing.assert_allclose(likelihoods.gaussian_log_prob(x, mean, logvar)[0],
                                expected, rtol=1e-5)
     xb = np.array([[[[1.0], [0.0]]]], np.float32)  # [1, 1, 2, 1]
     logits = np.array([[[[0.3], [-1.2]]]], np.float32)
     p = 1 / (1 + np.exp(-logits))
     expected = stats.bernoulli(p).logpmf(xb).sum()
-    np.testing.assert_allclose(vae_lib.bernoulli_log_prob(xb, logits)[0],
+    np.testing.assert_allclose(likelihoods.bernoulli_log_prob(xb, logits)[0],
                                expected, rtol=1e-5)
 
 
@@ -66,7 +67,7 @@ class IWAETest(chex.TestCase):
     super().setUp()
     self.family = family = _tiny_vae()
     self.state = state = family.init(jax.random.key(1), None)
-    self.model = family._model(state.params, state.rest)
+    self.model = family.network(state.params, state.rest)
     images = jax.random.randint(jax.random.key(2), (6, 28, 28, 1), 0, 256)
     self.x = family.preprocess(images.astype(jnp.uint8), jax.random.key(3))
 
@@ -75,7 +76,7 @@ class IWAETest(chex.TestCase):
     family, state = self.family, self.state
 
     def one(x, key):
-      model = family._model(state.params, state.rest)
+      model = family.network(state.params, state.rest)
       return family.iwae_log_likelihood(model, x, None, key, k, chunk)
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))(self.x, keys)
 
@@ -88,9 +89,9 @@ class IWAETest(chex.TestCase):
     mean, logvar = self.model.encoder(self.x)
     eps = jax.random.normal(chunk_key, (1,) + mean.shape)[0]
     z = mean + jnp.exp(0.5 * logvar) * eps
-    log_px = vae_lib.bernoulli_log_prob(self.x, self.model.decoder(z))
-    elbo_mc = (log_px + vae_lib.gaussian_log_prob(z, 0.0 * z, 0.0 * z)
-               - vae_lib.gaussian_log_prob(z, mean, logvar))
+    log_px = likelihoods.bernoulli_log_prob(self.x, self.model.decoder(z))
+    elbo_mc = (log_px + likelihoods.gaussian_log_prob(z, 0.0 * z, 0.0 * z)
+               - likelihoods.gaussian_log_prob(z, mean, logvar))
     np.testing.assert_allclose(iwae, elbo_mc, rtol=1e-5)
 
   def test_k1_expectation_equals_analytic_elbo(self):
@@ -99,7 +100,7 @@ class IWAETest(chex.TestCase):
     family, state = self.family, self.state
 
     def elbo(key):  # analytic KL, one-sample reconstruction
-      rec, kl = family.elbo_terms(family._model(state.params, state.rest),
+      rec, kl = family.elbo_terms(family.network(state.params, state.rest),
                                   self.x, None, key)
       return -(rec + kl)
     elbos = jax.jit(jax.vmap(elbo))(jax.random.split(jax.random.key(8), n))

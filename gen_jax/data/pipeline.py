@@ -13,6 +13,7 @@ whose state (the position in that order) is saved with every checkpoint.
 """
 
 import dataclasses
+import math
 import os
 from typing import Callable, Iterator
 
@@ -40,6 +41,8 @@ class Data:
   num_train: int
   num_eval: int
   local_batch_size: int
+  eval_batch_size: int  # global rows of an eval batch, padding included
+  tokenizer: tokenizers.Tokenizer | None = None  # text data: what made ids
 
 
 class ArraySource:
@@ -119,8 +122,10 @@ def eval_batches(source, batch_size: int, num_examples: int,
 
 
 def text_sources(config: ml_collections.ConfigDict
-                 ) -> tuple[text.TrainWindows, text.EvalWindows, str]:
-  """Token windows over a text corpus: (train, eval, what was read).
+                 ) -> tuple[text.TrainWindows, text.EvalWindows, str,
+                            tokenizers.Tokenizer]:
+  """Token windows over a text corpus: (train, eval, what was read, the
+  tokenizer).
 
   Encodings by slow tokenizers (GPT-2 BPE) are kept as .npy files under the
   data dir, so only the first run on a corpus pays for them.
@@ -136,14 +141,26 @@ def text_sources(config: ml_collections.ConfigDict
   eval_ids = tokenizers.encode_corpus(tokenizer, corpus.eval, f"{name}-eval",
                                       cache_dir)
   return (text.TrainWindows(train_ids, config.data.seq_len),
-          text.EvalWindows(eval_ids, config.data.seq_len), corpus.dataset)
+          text.EvalWindows(eval_ids, config.data.seq_len), corpus.dataset,
+          tokenizer)
+
+
+def padded_size(size: int, multiple: int) -> int:
+  """`size` rounded up to a multiple of `multiple`."""
+  return -(-size // multiple) * multiple
 
 
 def make(config: ml_collections.ConfigDict, process_index: int = 0,
-         process_count: int = 1) -> Data:
-  """Builds the train iterator and the eval pass for `config.data`."""
+         process_count: int = 1, batch_shards: int = 1) -> Data:
+  """Builds the train iterator and the eval pass for `config.data`.
+
+  `batch_shards`: the devices a batch is split over. Eval batches are padded
+  (masked rows) to a multiple of it, so any `data.eval_batch_size` runs on
+  any number of devices.
+  """
+  tokenizer = None
   if config.data.name in text.NAMES:
-    train_src, eval_src, name = text_sources(config)
+    train_src, eval_src, name, tokenizer = text_sources(config)
   elif config.data.name in mixtures.NAMES:  # synthetic, in memory
     name = config.data.name
     train_src, eval_src = map(ArraySource, mixtures.splits(name))
@@ -171,13 +188,17 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   # still counts only the batches handed out, so checkpoints stay exact.
   train_iter = iter(ds.to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)))
+  eval_size = padded_size(config.data.eval_batch_size,
+                          math.lcm(batch_shards, process_count))
   return Data(
       train=train_iter,
-      eval_batches=lambda: eval_batches(eval_src, config.data.eval_batch_size,
-                                        num_eval, process_index, process_count),
+      eval_batches=lambda: eval_batches(eval_src, eval_size, num_eval,
+                                        process_index, process_count),
       init_batch=ds[0],
       dataset=name,
       num_train=len(train_src),
       num_eval=num_eval,
       local_batch_size=config.data.batch_size // process_count,
+      eval_batch_size=eval_size,
+      tokenizer=tokenizer,
   )

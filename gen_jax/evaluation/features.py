@@ -11,14 +11,14 @@ import abc
 import json
 import pathlib
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gen_jax import checkpointing
-from gen_jax import config as config_lib
-from gen_jax import families
 from gen_jax.errors import UserError
+from gen_jax.models import classifier as classifier_lib
 
 
 class FeatureExtractor(abc.ABC):
@@ -79,28 +79,37 @@ class MnistClassifierFeatures(FeatureExtractor):
         (path / "checkpoints").glob("[0-9]*")):
       raise UserError(f"No trained MNIST classifier in {workdir}; train one "
                       f"with: {train_cmd}")
-    config = config_lib.from_saved(json.loads(config_path.read_text()))
-    if config.family != "classifier":
-      raise UserError(f"{workdir} holds a '{config.family}' run, not a "
-                      f"classifier; train one with: {train_cmd}")
-    self.family = families.build(config)
-    self.image_shape = tuple(config.data.image_shape)
-    self.feature_dim = int(config.model.feature_dim)
-    self.batch_size = batch_size
-    saved = checkpointing.load_state(path)
-    abstract = jax.eval_shape(self.family.init, jax.random.key(0), None)
-    which = "ema_params" if abstract.ema_params is not None else "params"
+    saved_config = json.loads(config_path.read_text())
+    if saved_config.get("family") != "classifier":
+      raise UserError(f"{workdir} holds a '{saved_config.get('family')}' run, "
+                      f"not a classifier; train one with: {train_cmd}")
     try:
-      self._params = (_restore_into(getattr(abstract, which), saved[which]),
-                      _restore_into(abstract.rest, saved.get("rest", {})))
+      cfg = classifier_lib.config_from(saved_config["model"],
+                                       saved_config["data"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise UserError(f"{config_path} does not describe a classifier ({e!r}); "
+                      f"retrain with: {train_cmd}") from e
+    self.image_shape = cfg.image_shape
+    self.feature_dim = cfg.feature_dim
+    self.num_classes = cfg.num_classes
+    self.batch_size = batch_size
+    graphdef, params, rest = nnx.split(nnx.eval_shape(
+        lambda: classifier_lib.Classifier(cfg, rngs=nnx.Rngs(0))),
+                                       nnx.Param, ...)
+    saved = checkpointing.load_state(path)
+    which = "ema_params" if saved.get("ema_params") else "params"
+    try:
+      self._params = (_restore_into(params, saved[which]),
+                      _restore_into(rest, saved.get("rest", {})))
     except (KeyError, IndexError, TypeError) as e:
       raise UserError(f"The checkpoint in {workdir} does not match its "
                       f"config.json ({e!r}); retrain with: {train_cmd}") from e
     self.step = int(saved["step"])
+    self._graphdef = graphdef
     self._apply = jax.jit(self._features_and_logits)
 
   def _features_and_logits(self, params_and_rest, x_BHWC):
-    model = self.family.model(*params_and_rest)
+    model = nnx.merge(self._graphdef, *params_and_rest)
     features = model.features(x_BHWC)
     return features, model.logits(features)
 
@@ -121,7 +130,7 @@ class MnistClassifierFeatures(FeatureExtractor):
       features.append(f[:real])
       logits.append(l[:real])
     if not features:
-      k = self.family.model_cfg.num_classes
+      k = self.num_classes
       return {"features": np.zeros((0, self.feature_dim), np.float32),
               "logits": np.zeros((0, k), np.float32)}
     return {"features": np.concatenate(features).astype(np.float32),

@@ -18,12 +18,14 @@ def register(name: str):
   return wrap
 
 
-def build(config: ml_collections.ConfigDict) -> Family:
+def build(config: ml_collections.ConfigDict, tokenizer=None) -> Family:
+  """The family `config.family` names; `tokenizer`: the data pipeline's
+  (`Data.tokenizer`), for families over tokens."""
   _import_all()
   if config.family not in _REGISTRY:
     raise UserError(f"--config.family: unknown family '{config.family}'. "
                     f"Valid: {', '.join(sorted(_REGISTRY))}.")
-  return _REGISTRY[config.family](config)
+  return _REGISTRY[config.family](config, tokenizer=tokenizer)
 
 
 def _import_all() -> None:

@@ -33,18 +33,15 @@ import numpy as np
 import optax
 
 from gen_jax import config as config_lib
-from gen_jax import optim
 from gen_jax import parallel
-from gen_jax.data import tokenizers
 from gen_jax.errors import UserError
-from gen_jax.families import base, register
+from gen_jax.families import base, likelihoods, register
 from gen_jax.models import decoding
-from gen_jax.models import gpt2_import
+from gen_jax.importers import gpt2
 from gen_jax.models import lora
 from gen_jax.models import lstm
 from gen_jax.models import transformer
 
-LOG2 = math.log(2.0)
 _ARCHS = {"transformer": transformer.TransformerConfig,
           "lstm": lstm.LSTMConfig}
 
@@ -146,7 +143,7 @@ def _model_config(config, vocab_size: int):
                       "the architecture comes from the checkpoint; valid "
                       f"model options: {', '.join(_PRETRAINED_OPTIONS)}.")
     m["attention_impl"] = m.get("attention_impl") or None
-    cfg = gpt2_import.read_config(init_from, dtype=config.train.dtype, **m)
+    cfg = gpt2.read_config(init_from, dtype=config.train.dtype, **m)
     if cfg.vocab_size != vocab_size:
       raise UserError(f"--config.init_from={init_from}: the checkpoint's "
                       f"vocabulary has {cfg.vocab_size} tokens, the "
@@ -180,14 +177,17 @@ def _model_config(config, vocab_size: int):
 
 
 @register("autoregressive")
-class Autoregressive(base.Family):
+class Autoregressive(base.OneNetwork):
   """A next-token model over text: Transformer or LSTM."""
 
-  def __init__(self, config):
-    super().__init__(config)
-    self.tokenizer = tokenizers.make(config)
-    self.model_cfg = _model_config(config, self.tokenizer.vocab_size)
+  def __init__(self, config, tokenizer=None):
+    if tokenizer is None:
+      raise UserError(f"--config.data.name={config.data.name}: the "
+                      "autoregressive family models text; its data must come "
+                      "with a tokenizer (text data).")
+    self.model_cfg = _model_config(config, tokenizer.vocab_size)
     self.arch = config.model.arch
+    self.model_parallel = self.arch == "transformer"
     self.lora = getattr(self.model_cfg, "lora_rank", 0) > 0
     self.init_from = config.get("init_from", "")
     if self.lora and not self.init_from:
@@ -195,9 +195,7 @@ class Autoregressive(base.Family):
                       "adapters on a randomly initialized model.")
     # LoRA: the adapters are the trainable parameters, the rest is frozen.
     self.trainable = nnx.LoRAParam if self.lora else nnx.Param
-    self.optimizer = optim.make_optimizer(config.train)
-    abstract = nnx.eval_shape(lambda: self._build(nnx.Rngs(0)))
-    self.graphdef, _, _ = nnx.split(abstract, self.trainable, ...)
+    super().__init__(config, tokenizer)
     self._sample_fns = {}
     s = config.sample
     if s.max_new_tokens < 1:
@@ -207,30 +205,22 @@ class Autoregressive(base.Family):
                       f"and 0 < top_p <= 1 (got {s.temperature}, {s.top_k}, "
                       f"{s.top_p}).")
 
-  def _build(self, rngs: nnx.Rngs) -> nnx.Module:
+  def build_network(self, rngs):
     if self.arch == "transformer":
       return transformer.Transformer(self.model_cfg, rngs=rngs)
     return lstm.LSTMLM(self.model_cfg, rngs=rngs)
 
-  def _model(self, params, rest) -> nnx.Module:
-    return nnx.merge(self.graphdef, params, rest)
-
-  def _inference_model(self, state) -> nnx.Module:
-    model = self._model(self.eval_params(state), state.rest)
-    return lora.merge(model) if self.lora else model
-
-  def init(self, key, batch):
-    del batch
-    return base.new_train_state(self._build(nnx.Rngs(key)), self.optimizer,
-                                self.config.train.ema_decay, self.trainable)
+  def inference_network(self, state):
+    network = super().inference_network(state)
+    return lora.merge(network) if self.lora else network
 
   def warm_start(self, state):
     """Step 0 from `init_from`'s GPT-2 weights (adapters keep their init)."""
     if not self.init_from:
       return None
-    model = self._model(parallel.to_host(state.params),
-                        parallel.to_host(state.rest))
-    gpt2_import.load_into(model, self.init_from)
+    model = self.network(parallel.to_host(state.params),
+                         parallel.to_host(state.rest))
+    gpt2.load_into(model, self.init_from)
     _, params, rest = nnx.split(model, self.trainable, ...)
 
     def put(new, old):
@@ -256,26 +246,17 @@ class Autoregressive(base.Family):
     return optax.softmax_cross_entropy_with_integer_labels(
         logits, tokens_BT1[:, 1:])
 
-  def train_step(self, state, batch, key):
-    tokens = batch["tokens"]
-    rngs = nnx.Rngs(dropout=key)
-
-    def loss_fn(params):
-      return jnp.mean(self.token_nll(self._model(params, state.rest), tokens,
-                                     rngs))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    state = base.apply_gradients(state, grads, self.optimizer,
-                                 self.config.train.ema_decay)
-    return state, {"loss": loss, "bits_per_token": loss / LOG2,
-                   "grad_norm": optax.tree.norm(grads)}
+  def loss(self, network, batch, key):
+    loss = jnp.mean(self.token_nll(network, batch["tokens"],
+                                   nnx.Rngs(dropout=key)))
+    return loss, {"bits_per_token": loss / likelihoods.LOG2}
 
   # --- evaluation ----------------------------------------------------------
 
   def eval_step(self, state, batch, key, final=False):
     del key, final  # exact: no sampling, nothing estimated
     tokens = batch["tokens"]
-    nll = self.token_nll(self._inference_model(state), tokens)  # [B, T]
+    nll = self.token_nll(self.inference_network(state), tokens)  # [B, T]
     target_bytes = jnp.asarray(self.tokenizer.token_bytes)[tokens[:, 1:]]
     t = tokens.shape[1] - 1
     return {"nll": base.masked_sum(jnp.sum(nll, axis=1), batch),
@@ -286,9 +267,9 @@ class Autoregressive(base.Family):
 
   def summarize_eval(self, totals):
     loss = totals["nll"] / totals["tokens"]
-    return {"loss": loss, "bits_per_token": loss / LOG2,
+    return {"loss": loss, "bits_per_token": loss / likelihoods.LOG2,
             "perplexity": math.exp(min(loss, 700.0)),
-            "bits_per_byte": totals["nll"] / LOG2 / max(totals["bytes"], 1.0)}
+            "bits_per_byte": totals["nll"] / likelihoods.LOG2 / max(totals["bytes"], 1.0)}
 
   # --- sampling --------------------------------------------------------------
 
@@ -316,7 +297,7 @@ class Autoregressive(base.Family):
 
       def fn(state, prompt, valid, key):
         return decoding.generate(
-            self._inference_model(state), prompt, valid, key,
+            self.inference_network(state), prompt, valid, key,
             s.max_new_tokens, s.temperature, s.top_k, s.top_p)
       self._sample_fns[cache_key] = jax.jit(
           fn, in_shardings=(None, sharding, sharding, None),
@@ -342,6 +323,11 @@ class Autoregressive(base.Family):
       out.block_until_ready()
       progress(1, 1)
     return out
+
+  def export_samples(self, samples):
+    ids = np.asarray(samples)
+    return {"tokens": ids.astype(np.int32),
+            "text": np.array([self.tokenizer.decode(row) for row in ids])}
 
   def visualize(self, state, batch, key):
     del batch

@@ -3,6 +3,13 @@
 A family is built from the config and owns its objective, its pure train step,
 its sampler and its eval metrics. The trainer compiles `train_step` and
 `eval_step` once over the device mesh and never looks inside the state.
+
+`OneNetwork` is the base of every family with one network and one optimizer
+(VAE, flows, PixelCNN, diffusion, sequence models, the classifier): it owns
+the network's graph, the train state, the step skeleton, the optimizer update
+and the EMA. Such a family fills in `build_network`, `loss`, `eval_step` and
+its pictures/sampler; a two-network family (the GAN) implements `Family`
+itself.
 """
 
 import abc
@@ -17,7 +24,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from gen_jax import optim
 from gen_jax.errors import UserError
+from gen_jax.evaluation import grids
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -42,9 +51,14 @@ class Family(abc.ABC):
   """What every generative family provides. All array methods are pure."""
 
   num_classes: int = 0  # > 0: samples are conditioned on a class label
+  # True: partition_rules split the network over a 'model' mesh axis.
+  model_parallel: bool = False
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer=None):
+    """Args: the resolved config; the data pipeline's tokenizer (text data,
+    else None), for families that read or write tokens."""
     self.config = config
+    self.tokenizer = tokenizer
 
   @abc.abstractmethod
   def init(self, key: jax.Array, batch: Batch) -> PyTree:
@@ -91,6 +105,26 @@ class Family(abc.ABC):
     raise UserError(f"The '{self.config.family}' family does not generate "
                     "samples.")
 
+  def sample_grid(self, state: PyTree, key: jax.Array) -> np.ndarray:
+    """`eval.num_samples` samples as one picture; a conditional family draws
+    one row per class."""
+    n = self.config.eval.num_samples
+    if not self.num_classes:
+      return grids.make_grid(np.asarray(self.sample(state, key, n)))
+    per_class = max(1, n // self.num_classes)
+    labels = np.repeat(np.arange(self.num_classes), per_class)
+    images = self.sample(state, key, len(labels), labels)
+    return grids.make_grid(np.asarray(images), per_class)
+
+  def export_samples(self, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Samples from `sample` -> the arrays of an .npz file for other tools:
+    images as uint8 [N, H, W, C]; other data as float32."""
+    samples = np.asarray(samples)
+    if samples.ndim == 4:
+      return {"images": np.round(np.clip(samples, 0.0, 1.0) * 255).astype(
+          np.uint8)}
+    return {"samples": samples.astype(np.float32)}
+
   def warm_start(self, state: PyTree) -> PyTree | None:
     """Step 0 from pretrained weights (e.g. `config.init_from`), applied once
     to a fresh state outside `jit`, never on resume; None: the family has no
@@ -103,12 +137,75 @@ class Family(abc.ABC):
     return state.ema_params if state.ema_params is not None else state.params
 
   def partition_rules(self) -> tuple[tuple[str, PartitionSpec], ...]:
-    """(regex over the state path, PartitionSpec) pairs; default: replicate."""
+    """(regex over the state path, PartitionSpec) pairs that refine the
+    default layout (`parallel.fsdp_spec`: large leaves split over 'fsdp')."""
     return ()
 
   @property
   def compute_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.config.train.dtype)
+
+
+class OneNetwork(Family):
+  """A family with one network, one optimizer and an optional EMA.
+
+  Subclasses provide:
+    build_network(rngs) -> nnx.Module          # the network, fresh weights
+    loss(network, batch, key) -> (loss, aux)   # scalar to minimize; aux: dict
+                                               # of scalar metrics to log
+    eval_step(state, batch, key, final)        # per-batch sums (see Family)
+    visualize / sample                         # pictures and samples
+  and may override `initialize` (data-dependent init), `trainable` (which
+  variables the optimizer updates) and `inference_network` (e.g. adapters
+  folded in).
+  """
+
+  trainable: nnx.filterlib.Filter = nnx.Param
+
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer=None):
+    super().__init__(config, tokenizer)
+    self.optimizer = optim.make_optimizer(config.train)
+    abstract = nnx.eval_shape(lambda: self.build_network(nnx.Rngs(0)))
+    self.graphdef = nnx.graphdef(abstract)
+
+  @abc.abstractmethod
+  def build_network(self, rngs: nnx.Rngs) -> nnx.Module:
+    """The network with freshly initialized weights."""
+
+  @abc.abstractmethod
+  def loss(self, network: nnx.Module, batch: Batch, key: jax.Array
+           ) -> tuple[jax.Array, Metrics]:
+    """(scalar training loss, extra scalar metrics) of one batch."""
+
+  def initialize(self, network: nnx.Module, batch: Batch | None,
+                 key: jax.Array) -> None:
+    """Data-dependent initialization of a fresh network, in place (e.g.
+    actnorm); `batch` is the trainer's first global batch, or None."""
+    del network, batch, key
+
+  def init(self, key, batch):
+    network = self.build_network(nnx.Rngs(key))
+    self.initialize(network, batch, jax.random.fold_in(key, 1))
+    return new_train_state(network, self.optimizer,
+                           self.config.train.ema_decay, self.trainable)
+
+  def network(self, params: nnx.State, rest: nnx.State) -> nnx.Module:
+    """The network holding `params` (trainable) and `rest` (everything else)."""
+    return nnx.merge(self.graphdef, params, rest)
+
+  def inference_network(self, state: TrainState) -> nnx.Module:
+    """The network eval and sampling use: EMA parameters when kept."""
+    return self.network(self.eval_params(state), state.rest)
+
+  def train_step(self, state, batch, key):
+    def loss_fn(params):
+      return self.loss(self.network(params, state.rest), batch, key)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    state = apply_gradients(state, grads, self.optimizer,
+                            self.config.train.ema_decay)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
 
 def new_train_state(model: nnx.Module, optimizer, ema_decay: float,
@@ -136,6 +233,22 @@ def apply_gradients(state: TrainState, grads: nnx.State, optimizer,
     ema = ema_update(ema, params, ema_decay_at(ema_decay, state.step))
   return state.replace(step=state.step + 1, params=params,
                        opt_state=opt_state, ema_params=ema)
+
+
+def class_labels(num: int, num_classes: int, labels: np.ndarray | None,
+                 sharding: jax.sharding.Sharding | None = None
+                 ) -> jax.Array | None:
+  """[num] int32 class ids for conditional sampling (default 0, 1, 2, ...),
+  laid out by `sharding`; None for an unconditional family.
+
+  Built by a compiled call, so it is one global array on any number of
+  processes (every process passes the same labels)."""
+  if not num_classes:
+    return None
+  if labels is None:
+    labels = np.arange(num) % num_classes
+  labels = np.asarray(labels, np.int32)
+  return jax.jit(lambda: jnp.asarray(labels), out_shardings=sharding)()
 
 
 def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:

@@ -7,13 +7,11 @@ trainer. Inputs are the uint8 images / 255; training shifts each image by up to
 accuracy and the mean negative log-likelihood of the true label (nats).
 """
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gen_jax import optim
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
 from gen_jax.families import base, register
@@ -37,40 +35,22 @@ def random_shift(x_BHWC: jax.Array, key: jax.Array, max_shift: int
 
 
 @register("classifier")
-class Classifier(base.Family):
+class Classifier(base.OneNetwork):
   """Softmax classifier over `data.num_classes` labels."""
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, tokenizer=None):
     m = config.model
     if not 0.0 <= m.dropout < 1.0:
       raise UserError(f"--config.model.dropout: must be in [0, 1), got "
                       f"{m.dropout}.")
-    self.model_cfg = classifier_lib.ClassifierConfig(
-        image_shape=tuple(config.data.image_shape),
-        channels=tuple(m.channels),
-        feature_dim=m.feature_dim,
-        num_classes=config.data.num_classes,
-        dropout=m.dropout,
-        dtype=config.train.dtype,
-    )
+    self.model_cfg = classifier_lib.config_from(
+        m, config.data, dtype=config.train.dtype)
     self.augment_shift = config.train.get("augment_shift", 0)
-    self.optimizer = optim.make_optimizer(config.train)
-    abstract = nnx.eval_shape(
-        lambda: classifier_lib.Classifier(self.model_cfg, rngs=nnx.Rngs(0)))
-    self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+    super().__init__(config, tokenizer)
     self._true_label_prob_jit = jax.jit(self._true_label_prob)
 
-  # --- model plumbing ------------------------------------------------------
-
-  def init(self, key, batch):
-    del batch
-    model = classifier_lib.Classifier(self.model_cfg, rngs=nnx.Rngs(key))
-    return base.new_train_state(model, self.optimizer,
-                                self.config.train.ema_decay)
-
-  def model(self, params, rest) -> classifier_lib.Classifier:
-    return nnx.merge(self.graphdef, params, rest)
+  def build_network(self, rngs):
+    return classifier_lib.Classifier(self.model_cfg, rngs=rngs)
 
   @staticmethod
   def preprocess(image_BHWC: jax.Array) -> jax.Array:
@@ -79,36 +59,22 @@ class Classifier(base.Family):
 
   # --- objective -----------------------------------------------------------
 
-  def train_step(self, state, batch, key):
+  def loss(self, network, batch, key):
     shift_key, dropout_key = jax.random.split(key)
     x = random_shift(self.preprocess(batch["image"]), shift_key,
                      self.augment_shift)
     labels = batch["label"]
-
-    def loss_fn(params):
-      logits = self.model(params, state.rest)(x, dropout_key)
-      nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-      return jnp.mean(nll), {"accuracy": accuracy}
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state,
-                                               state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = base.ema_update(ema, params, self.config.train.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema), metrics
+    logits = network(x, dropout_key)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return jnp.mean(nll), {"accuracy": accuracy}
 
   # --- evaluation ----------------------------------------------------------
 
   def predict(self, state, image_BHWC: jax.Array) -> jax.Array:
     """Logits [B, K] of uint8 images, with the EMA parameters if kept."""
-    model = self.model(self.eval_params(state), state.rest)
-    return model(self.preprocess(image_BHWC))
+    network = self.inference_network(state)
+    return network(self.preprocess(image_BHWC))
 
   def eval_step(self, state, batch, key, final=False):
     del key, final  # deterministic; periodic and final evals are the same

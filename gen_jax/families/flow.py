@@ -18,20 +18,16 @@ pictures use T = 0.7) and inverts the flow.
 
 import math
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from gen_jax import optim
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
-from gen_jax.families import base, register
+from gen_jax.families import base, likelihoods, register
 from gen_jax.models import flows
 
-LOG_2PI = math.log(2 * math.pi)
 _ARCHS = ("realnvp", "glow", "coupling_mlp")
 _SAMPLE_CHUNK = 256  # images per compiled sampling call
 
@@ -50,16 +46,11 @@ def model_defaults() -> ml_collections.ConfigDict:
   return m
 
 
-def standard_normal_log_prob(z_BD: jax.Array) -> jax.Array:
-  return -0.5 * jnp.sum(z_BD**2 + LOG_2PI, axis=-1)
-
-
 @register("flow")
-class Flow(base.Family):
+class Flow(base.OneNetwork):
   """RealNVP / Glow on images, a coupling flow on 2-D points."""
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, tokenizer=None):
     m = config.model
     checks = {"arch": _ARCHS, "coupling_scale": ("tanh", "sigmoid"),
               "preprocess": ("logit", "center", "none")}
@@ -67,6 +58,11 @@ class Flow(base.Family):
       if m[key] not in valid:
         raise UserError(f"--config.model.{key}: '{m[key]}' is not one of "
                         f"{', '.join(valid)}.")
+    if config.train.dtype != "float32":
+      # Log-determinants summed over thousands of dimensions need float32:
+      # bfloat16's 8-bit mantissa would put errors of whole nats in the NLL.
+      raise UserError(f"--config.train.dtype={config.train.dtype}: the flow "
+                      "family computes in float32 only.")
     shape = tuple(config.data.image_shape)
     self.is_image = len(shape) == 3
     if self.is_image == (m.arch == "coupling_mlp"):
@@ -88,10 +84,7 @@ class Flow(base.Family):
                       f"flow squeezes {squeezes} times by 2, which a "
                       f"{shape[0]}x{shape[1]} image does not allow.")
     self.num_dims = math.prod(shape)
-    self.optimizer = optim.make_optimizer(config.train)
-    abstract = nnx.eval_shape(lambda: flows.build(self.flow_cfg,
-                                                  nnx.Rngs(0)))
-    self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+    super().__init__(config, tokenizer)
     self._sample_jit = jax.jit(self._sample, static_argnums=2)
     self._log_prob_jit = jax.jit(self._log_prob_points)
 
@@ -101,16 +94,12 @@ class Flow(base.Family):
 
   # --- model plumbing ------------------------------------------------------
 
-  def init(self, key, batch):
-    model_key, data_key = jax.random.split(key)
-    model = flows.build(self.flow_cfg, nnx.Rngs(model_key))
-    if batch is not None:  # actnorm's data-dependent initialization
-      model.forward(self.dequantize(batch["image"], data_key), init=True)
-    return base.new_train_state(model, self.optimizer,
-                                self.config.train.ema_decay)
+  def build_network(self, rngs):
+    return flows.build(self.flow_cfg, rngs)
 
-  def _model(self, params, rest):
-    return nnx.merge(self.graphdef, params, rest)
+  def initialize(self, network, batch, key):
+    if batch is not None:  # actnorm's data-dependent initialization
+      network.forward(self.dequantize(batch["image"], key), init=True)
 
   def dequantize(self, image, key):
     """uint8 images -> (x + u) / 256 in [0, 1); vectors unchanged."""
@@ -122,41 +111,33 @@ class Flow(base.Family):
   def log_prob(self, model, v) -> jax.Array:
     """log p(v) of the continuous (dequantized) data, nats -> [B]."""
     z, logdet = model.forward(v)
-    return standard_normal_log_prob(z) + logdet
+    return likelihoods.standard_normal_log_prob(z) + logdet
 
   def nll(self, model, image, key) -> jax.Array:
     """-log P per example (nats): of the 8-bit image (the dequantization
     bound) or of the continuous point."""
     nll = -self.log_prob(model, self.dequantize(image, key))
     if self.is_image:
-      nll = nll + self.num_dims * math.log(256)
+      nll = nll + likelihoods.dequantization_nats(self.num_dims)
     return nll
 
   def _metrics(self, nll_B, reduce):
     out = {"nll": reduce(nll_B)}
     if self.is_image:
-      out["bits_per_dim"] = reduce(nll_B / (self.num_dims * math.log(2)))
+      out["bits_per_dim"] = reduce(likelihoods.bits_per_dim(nll_B,
+                                                           self.num_dims))
     return out
 
   # --- objective -----------------------------------------------------------
 
-  def train_step(self, state, batch, key):
-    def loss_fn(params):
-      nll = self.nll(self._model(params, state.rest), batch["image"], key)
-      # Per dimension, so the learning rate does not depend on the data size.
-      return jnp.mean(nll) / self.num_dims, nll
-
-    (loss, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    state = base.apply_gradients(state, grads, self.optimizer,
-                                 self.config.train.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               **self._metrics(nll, jnp.mean)}
-    return state, metrics
+  def loss(self, network, batch, key):
+    nll = self.nll(network, batch["image"], key)
+    # Per dimension, so the learning rate does not depend on the data size.
+    return jnp.mean(nll) / self.num_dims, self._metrics(nll, jnp.mean)
 
   def eval_step(self, state, batch, key, final=False):
     del final  # the dequantization bound is exact per sample: one estimate
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     nll = self.nll(model, batch["image"], key)
     return {**self._metrics(nll, lambda v: base.masked_sum(v, batch)),
             "count": base.count(batch)}
@@ -177,14 +158,13 @@ class Flow(base.Family):
     return jnp.concatenate(chunks)
 
   def _sample(self, state, key, num: int, temperature):
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     z = temperature * jax.random.normal(key, (num, self.num_dims))
     x, _ = model.inverse(z)
     return jnp.clip(x, 0.0, 1.0) if self.is_image else x
 
   def _log_prob_points(self, state, points_N2):
-    return self.log_prob(self._model(self.eval_params(state), state.rest),
-                         points_N2)
+    return self.log_prob(self.inference_network(state), points_N2)
 
   def log_density(self, state, points: jax.Array) -> jax.Array:
     """log p(x) (nats) of a flow over vectors at each of `points` [N, D]."""

@@ -114,8 +114,8 @@ def gradient_penalty(critic, real, fake, key) -> tuple[jax.Array, jax.Array]:
 class GAN(base.Family):
   """GAN family; `model.num_classes > 0` makes it class-conditional."""
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, tokenizer=None):
+    super().__init__(config, tokenizer)
     m = config.model
     if m.loss not in LOSSES:
       raise UserError(f"--config.model.loss: '{m.loss}' is not one of "

@@ -21,22 +21,16 @@ and samples position p from its temperature-1 distribution (key
 over a few rows per call, to report progress in between.
 """
 
-import math
 from typing import Callable
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from gen_jax import optim
 from gen_jax.errors import UserError
-from gen_jax.evaluation import grids
-from gen_jax.families import base, register
+from gen_jax.families import base, likelihoods, register
 from gen_jax.models import pixelcnn
 
-LOG2 = math.log(2.0)
 LIKELIHOODS = {"categorical": 256, "bernoulli": 2}  # -> levels per sub-pixel
 
 
@@ -69,29 +63,11 @@ def _check_config(config) -> None:
                     "whole image in one call).")
 
 
-def categorical_log_prob(logits_BHWCL: jax.Array, x_BHWC: jax.Array
-                         ) -> jax.Array:
-  """sum over sub-pixels of log softmax(logits)[x] -> [B]."""
-  logp = jax.nn.log_softmax(logits_BHWCL, axis=-1)
-  ll = jnp.take_along_axis(logp, x_BHWC[..., None], axis=-1)[..., 0]
-  return jnp.sum(ll.reshape(ll.shape[0], -1), axis=-1)
-
-
-def bernoulli_log_prob(logits_BHWC: jax.Array, x_BHWC: jax.Array
-                       ) -> jax.Array:
-  """sum over sub-pixels of log Bernoulli(x; sigmoid(logits)) -> [B]."""
-  xf = x_BHWC.astype(jnp.float32)
-  ll = xf * jax.nn.log_sigmoid(logits_BHWC) + (
-      1.0 - xf) * jax.nn.log_sigmoid(-logits_BHWC)
-  return jnp.sum(ll.reshape(ll.shape[0], -1), axis=-1)
-
-
 @register("pixelcnn")
-class PixelCNNFamily(base.Family):
+class PixelCNNFamily(base.OneNetwork):
   """Gated (or plain) PixelCNN with a categorical or Bernoulli likelihood."""
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, tokenizer=None):
     _check_config(config)
     m = config.model
     self.likelihood = m.likelihood
@@ -105,23 +81,14 @@ class PixelCNNFamily(base.Family):
         num_classes=m.num_classes, dtype=config.train.dtype)
     self.num_classes = m.num_classes
     self.num_dims = int(np.prod(self.image_shape))
-    self.optimizer = optim.make_optimizer(config.train)
-    abstract = nnx.eval_shape(
-        lambda: pixelcnn.make(self.model_cfg, nnx.Rngs(0)))
-    self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+    super().__init__(config, tokenizer)
     self._loop_fn = jax.jit(self._sample_loop, donate_argnums=2)
     self._start_fns = {}
 
   # --- model plumbing ------------------------------------------------------
 
-  def init(self, key, batch):
-    del batch
-    model = pixelcnn.make(self.model_cfg, nnx.Rngs(key))
-    return base.new_train_state(model, self.optimizer,
-                                self.config.train.ema_decay)
-
-  def _model(self, params, rest) -> nnx.Module:
-    return nnx.merge(self.graphdef, params, rest)
+  def build_network(self, rngs):
+    return pixelcnn.make(self.model_cfg, rngs)
 
   def _labels(self, batch):
     return batch["label"].astype(jnp.int32) if self.num_classes else None
@@ -141,39 +108,31 @@ class PixelCNNFamily(base.Family):
     """log p(x [| y]) in nats -> [B], x holding values 0..levels-1."""
     logits = model(self.network_input(x_BHWC), y_B)
     if self.likelihood == "bernoulli":
-      return bernoulli_log_prob(logits, x_BHWC)
-    return categorical_log_prob(logits, x_BHWC)
+      return likelihoods.bernoulli_log_prob(x_BHWC, logits)
+    return likelihoods.categorical_log_prob(x_BHWC, logits)
 
   # --- objective -----------------------------------------------------------
 
-  def train_step(self, state, batch, key):
+  def loss(self, network, batch, key):
     x = self.targets(batch["image"], key)
-    y = self._labels(batch)
-
-    def loss_fn(params):
-      nll = -self.log_prob(self._model(params, state.rest), x, y)
-      return jnp.mean(nll) / self.num_dims, jnp.mean(nll)  # nats per dim
-
-    (loss, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    state = base.apply_gradients(state, grads, self.optimizer,
-                                 self.config.train.ema_decay)
-    metrics = {"loss": loss, "nll": nll, "grad_norm": optax.tree.norm(grads)}
+    nll = jnp.mean(-self.log_prob(network, x, self._labels(batch)))
+    loss = nll / self.num_dims  # nats per dim
+    aux = {"nll": nll}
     if self.likelihood == "categorical":
-      metrics["bits_per_dim"] = loss / LOG2
-    return state, metrics
+      aux["bits_per_dim"] = loss / likelihoods.LOG2
+    return loss, aux
 
   # --- evaluation ----------------------------------------------------------
 
   def eval_step(self, state, batch, key, final=False):
     del final  # the likelihood is exact; nothing is estimated
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     nll = -self.log_prob(model, self.targets(batch["image"], key),
                          self._labels(batch))
     sums = {"nll": base.masked_sum(nll, batch), "count": base.count(batch)}
     if self.likelihood == "categorical":
-      sums["bits_per_dim"] = base.masked_sum(nll / (self.num_dims * LOG2),
-                                             batch)
+      sums["bits_per_dim"] = base.masked_sum(
+          likelihoods.bits_per_dim(nll, self.num_dims), batch)
     return sums
 
   # --- sampling --------------------------------------------------------------
@@ -181,7 +140,7 @@ class PixelCNNFamily(base.Family):
   def _sample_loop(self, params, rest, x_BHWC, y_B, key, start, stop):
     """Samples positions start..stop-1 of x (values, int32) in one compiled
     `fori_loop`; the whole network runs at every position."""
-    model = self._model(params, rest)
+    model = self.network(params, rest)
     _, w, c = self.image_shape
 
     def body(p, x):
@@ -215,12 +174,7 @@ class PixelCNNFamily(base.Family):
       self._start_fns[cache_key] = jax.jit(
           lambda: jnp.zeros((num, h, w, c), jnp.int32), out_shardings=sharding)
     x = self._start_fns[cache_key]()
-    y = None
-    if self.num_classes:
-      if labels is None:
-        labels = np.arange(num) % self.num_classes
-      labels = np.asarray(labels, np.int32)
-      y = jax.jit(lambda: jnp.asarray(labels), out_shardings=sharding)()
+    y = base.class_labels(num, self.num_classes, labels, sharding)
     params, rest = self.eval_params(state), state.rest
     rows = self.config.sample.rows_per_call or h
     for top in range(0, h, rows):
@@ -234,11 +188,4 @@ class PixelCNNFamily(base.Family):
 
   def visualize(self, state, batch, key):
     del batch
-    n = self.config.eval.num_samples
-    if self.num_classes:  # one row per class
-      per_class = max(1, n // self.num_classes)
-      labels = np.repeat(np.arange(self.num_classes), per_class)
-      images = self.sample(state, key, len(labels), labels)
-      return {"samples": grids.make_grid(np.asarray(images), per_class)}
-    images = self.sample(state, key, n)
-    return {"samples": grids.make_grid(np.asarray(images))}
+    return {"samples": self.sample_grid(state, key)}

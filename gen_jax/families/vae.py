@@ -14,39 +14,14 @@ which bits/dim of the 8-bit data is also reported.
 
 import math
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from gen_jax import optim
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
-from gen_jax.families import base, register
+from gen_jax.families import base, likelihoods, register
 from gen_jax.models import conv_vae
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis."""
-  return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
-
-
-def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array
-                      ) -> jax.Array:
-  """log N(x; mean, exp(logvar)) summed over the last axis."""
-  return -0.5 * jnp.sum(LOG_2PI + logvar + (x - mean)**2 * jnp.exp(-logvar),
-                        axis=-1)
-
-
-def bernoulli_log_prob(x_BHWC: jax.Array, logits_BHWC: jax.Array) -> jax.Array:
-  """log Bernoulli(x; sigmoid(logits)) summed over pixels -> [B]."""
-  ll = x_BHWC * jax.nn.log_sigmoid(logits_BHWC) + (
-      1.0 - x_BHWC) * jax.nn.log_sigmoid(-logits_BHWC)
-  return jnp.sum(ll.reshape(ll.shape[0], -1), axis=-1)
-
 
 MIN_LOG_SCALE = -7.0
 
@@ -56,17 +31,16 @@ def pixel_gaussian_log_prob(x_BHWC: jax.Array, out_BHWC2: jax.Array
   """Diagonal Gaussian over pixels; the decoder gives (mean, log-scale)."""
   mean, log_scale = jnp.split(out_BHWC2, 2, axis=-1)
   log_scale = jnp.maximum(log_scale, MIN_LOG_SCALE)
-  ll = -0.5 * (LOG_2PI + 2 * log_scale + (x_BHWC - mean)**2
+  ll = -0.5 * (likelihoods.LOG_2PI + 2 * log_scale + (x_BHWC - mean)**2
                * jnp.exp(-2 * log_scale))
   return jnp.sum(ll.reshape(ll.shape[0], -1), axis=-1)
 
 
 @register("vae")
-class VAE(base.Family):
+class VAE(base.OneNetwork):
   """VAE family; `model.num_classes > 0` makes it a conditional VAE."""
 
-  def __init__(self, config):
-    super().__init__(config)
+  def __init__(self, config, tokenizer=None):
     m = config.model
     self.likelihood = m.likelihood
     if self.likelihood not in ("bernoulli", "gaussian"):
@@ -82,26 +56,15 @@ class VAE(base.Family):
         outputs_per_pixel=1 if self.likelihood == "bernoulli" else 2,
         dtype=config.train.dtype,
     )
-    self.optimizer = optim.make_optimizer(config.train)
-    abstract = nnx.eval_shape(
-        lambda: conv_vae.ConvVAE(self.model_cfg, rngs=nnx.Rngs(0)))
-    self.graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+    super().__init__(config, tokenizer)
     self.num_pixels = int(np.prod(config.data.image_shape))
     self.num_classes = m.num_classes
     self._sample_jit = jax.jit(self._sample, static_argnums=2)
     self._reconstruct_jit = jax.jit(self._reconstruct)
     self._interpolate_jit = jax.jit(self._interpolate)
 
-  # --- model plumbing ------------------------------------------------------
-
-  def init(self, key, batch):
-    del batch
-    model = conv_vae.ConvVAE(self.model_cfg, rngs=nnx.Rngs(key))
-    return base.new_train_state(model, self.optimizer,
-                                self.config.train.ema_decay)
-
-  def _model(self, params, rest) -> conv_vae.ConvVAE:
-    return nnx.merge(self.graphdef, params, rest)
+  def build_network(self, rngs):
+    return conv_vae.ConvVAE(self.model_cfg, rngs=rngs)
 
   def _onehot(self, batch):
     if not self.model_cfg.num_classes:
@@ -117,7 +80,7 @@ class VAE(base.Family):
 
   def log_likelihood(self, x_BHWC, out_BHWC):
     if self.likelihood == "bernoulli":
-      return bernoulli_log_prob(x_BHWC, out_BHWC)
+      return likelihoods.bernoulli_log_prob(x_BHWC, out_BHWC)
     return pixel_gaussian_log_prob(x_BHWC, out_BHWC)
 
   def mean_image(self, out_BHWC):
@@ -133,32 +96,15 @@ class VAE(base.Family):
     eps = jax.random.normal(key, mean.shape)
     z = mean + jnp.exp(0.5 * logvar) * eps
     rec_B = -self.log_likelihood(x_BHWC, model.decoder(z, y_BK))
-    kl_B = gaussian_kl(mean, logvar)
+    kl_B = likelihoods.gaussian_kl(mean, logvar)
     return rec_B, kl_B
 
-  def train_step(self, state, batch, key):
+  def loss(self, network, batch, key):
     data_key, z_key = jax.random.split(key)
     x = self.preprocess(batch["image"], data_key)
-    y = self._onehot(batch)
-
-    def loss_fn(params):
-      model = self._model(params, state.rest)
-      rec, kl = self.elbo_terms(model, x, y, z_key)
-      loss = jnp.mean(rec + self.beta * kl)
-      return loss, {"rec": jnp.mean(rec), "kl": jnp.mean(kl),
-                    "elbo": -jnp.mean(rec + kl)}
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state,
-                                               state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = base.ema_update(ema, params, self.config.train.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema), metrics
+    rec, kl = self.elbo_terms(network, x, self._onehot(batch), z_key)
+    return jnp.mean(rec + self.beta * kl), {
+        "rec": jnp.mean(rec), "kl": jnp.mean(kl), "elbo": -jnp.mean(rec + kl)}
 
   # --- evaluation ----------------------------------------------------------
 
@@ -172,8 +118,9 @@ class VAE(base.Family):
     def one_chunk(_, chunk_key):
       eps = jax.random.normal(chunk_key, (chunk,) + mean.shape)  # [K, B, D]
       z = mean[None] + std[None] * eps
-      log_q = gaussian_log_prob(z, mean[None], logvar[None])  # [K, B]
-      log_prior = -0.5 * jnp.sum(LOG_2PI + z**2, axis=-1)
+      # [K, B]
+      log_q = likelihoods.gaussian_log_prob(z, mean[None], logvar[None])
+      log_prior = likelihoods.standard_normal_log_prob(z)
       zf = z.reshape(chunk * b, -1)
       yf = None if y_BK is None else jnp.tile(y_BK, (chunk, 1))
       xf = jnp.tile(x_BHWC, (chunk, 1, 1, 1))
@@ -191,7 +138,7 @@ class VAE(base.Family):
 
   def eval_step(self, state, batch, key, final=False):
     data_key, elbo_key, iwae_key = jax.random.split(key, 3)
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     x = self.preprocess(batch["image"], data_key)
     y = self._onehot(batch)
     rec, kl = self.elbo_terms(model, x, y, elbo_key)
@@ -227,7 +174,7 @@ class VAE(base.Family):
     return self._sample_jit(state, key, num, labels)
 
   def _sample(self, state, key, num: int, labels=None):
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     z = jax.random.normal(key, (num, self.model_cfg.latent_dim))
     y = None
     if self.model_cfg.num_classes:
@@ -237,14 +184,14 @@ class VAE(base.Family):
     return self.mean_image(model.decoder(z, y))
 
   def _reconstruct(self, state, batch, key):
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     x = self.preprocess(batch["image"], key)
     y = self._onehot(batch)
     mean, _ = model.encoder(x, y)
     return x, self.mean_image(model.decoder(mean, y)), mean
 
   def _interpolate(self, state, batch, key, steps: int = 10):
-    model = self._model(self.eval_params(state), state.rest)
+    model = self.inference_network(state)
     x = self.preprocess(batch["image"], key)
     y = self._onehot(batch)
     mean, _ = model.encoder(x, y)
@@ -257,17 +204,7 @@ class VAE(base.Family):
 
   def visualize(self, state, batch, key):
     sample_key, rec_key = jax.random.split(key)
-    n = self.config.eval.num_samples
-    num_classes = self.model_cfg.num_classes
-    if num_classes:  # one row per class
-      per_class = max(1, n // num_classes)
-      labels = jnp.repeat(jnp.arange(num_classes), per_class)
-      samples = self._sample_jit(
-          state, sample_key, labels.shape[0], labels)
-      out = {"samples": grids.make_grid(np.asarray(samples), per_class)}
-    else:
-      samples = self._sample_jit(state, sample_key, n)
-      out = {"samples": grids.make_grid(np.asarray(samples))}
+    out = {"samples": self.sample_grid(state, sample_key)}
     m = min(16, batch["image"].shape[0])
     small = {k: v[:m] for k, v in batch.items()}
     x, recon, _ = self._reconstruct_jit(state, small, rec_key)

@@ -1,6 +1,7 @@
 """A small CNN image classifier whose penultimate layer serves as features."""
 
 import dataclasses
+from typing import Any, Mapping
 
 from flax import nnx
 import jax
@@ -17,6 +18,19 @@ class ClassifierConfig:
   num_classes: int = 10
   dropout: float = 0.0  # on the flattened convolutional output and the features
   dtype: str = "float32"  # compute dtype; parameters stay float32
+
+
+def config_from(model: Mapping[str, Any], data: Mapping[str, Any],
+                dtype: str = "float32") -> ClassifierConfig:
+  """The network's config from a run's `model` and `data` sections (a live
+  config or one read back from a workdir's config.json)."""
+  return ClassifierConfig(
+      image_shape=tuple(data["image_shape"]),
+      channels=tuple(model["channels"]),
+      feature_dim=int(model["feature_dim"]),
+      num_classes=int(data["num_classes"]),
+      dropout=float(model.get("dropout", 0.0)),
+      dtype=dtype)
 
 
 def max_pool_2x2(h_BHWC: jax.Array) -> jax.Array:

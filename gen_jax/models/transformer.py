@@ -7,7 +7,7 @@ embedding (weight tying) or a separate head. Positions are learned
 (bfloat16 on accelerators), logits are returned in float32. The parameter
 names follow GPT-2's modules one to one (qkv = c_attn, attn_out =
 attn.c_proj, fc = mlp.c_fc, mlp_out = mlp.c_proj), so a Hugging Face
-checkpoint maps onto it by name (`gen_jax.models.gpt2_import`).
+checkpoint maps onto it by name (`gen_jax.importers.gpt2`).
 
 Two entry points:
   __call__(tokens_BT)                   the whole sequence at once (training)
@@ -251,12 +251,13 @@ def partition_rules(axes: tuple[str, ...]) -> tuple[tuple[str, P], ...]:
   the compiler gathers a layer's weights where they are used); 'model'
   shards the attention heads and the MLP's hidden units (Megatron style:
   qkv and fc by output, attn_out and mlp_out by input). Axes missing from
-  the mesh are left out, so the same rules serve data-only, fsdp-only and
-  2-D meshes.
+  the mesh are left out (a rule left with none is dropped, and the default
+  layout of `gen_jax.parallel.fsdp_spec` applies), so the same rules serve
+  data-only, fsdp-only and 2-D meshes.
   """
   fsdp = "fsdp" if "fsdp" in axes else None
   model = "model" if "model" in axes else None
-  return (
+  rules = (
       (r"(qkv|fc)/kernel", P(fsdp, model)),
       (r"(qkv|fc)/bias", P(model)),
       (r"(attn_out|mlp_out)/kernel", P(model, fsdp)),
@@ -265,3 +266,6 @@ def partition_rules(axes: tuple[str, ...]) -> tuple[tuple[str, P], ...]:
       (r"(^|/)(embed|pos_embed)/", P(None, fsdp)),
       (r"head/kernel", P(fsdp, None)),
   )
+  # A rule naming no axis of this mesh leaves the leaf to the default layout.
+  return tuple((pattern, spec) for pattern, spec in rules
+               if any(a is not None for a in spec))

@@ -1,0 +1,58 @@
+"""Every experiment's default config (not only :smoke) fits 8 devices: its
+family builds, its train, eval and sampling batches lay out over an 8-device
+mesh (eval and sampling batches padded to a multiple of the devices)."""
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import write_gpt2_checkpoint
+from gen_jax import config as config_lib
+from gen_jax import families
+from gen_jax import parallel
+from gen_jax.data import pipeline
+from gen_jax.data import text
+from gen_jax.data import tokenizers
+
+DEVICES = 8
+# Data no test machine has (TFDS cifar10): only the family and the batch
+# arithmetic are checked.
+_NO_DATA = ("cifar10",)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+  return write_gpt2_checkpoint(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.mark.parametrize("name", config_lib.list_experiments())
+def test_default_config_lays_out_on_8_devices(name, data_dir, gpt2_dir):
+  overrides = [f"data.data_dir={data_dir}"]
+  config = config_lib.get_config(name, overrides)
+  if config.get("init_from", None) is not None and config.data.vocab == "gpt2":
+    config = config_lib.get_config(name, overrides + [f"init_from={gpt2_dir}"])
+  mesh = parallel.make_mesh(config, jax.devices()[:DEVICES])
+  eval_rows = pipeline.padded_size(config.data.eval_batch_size, DEVICES)
+  assert eval_rows % DEVICES == 0 and eval_rows >= config.data.eval_batch_size
+  if config.data.name in _NO_DATA or config.data.vocab == "gpt2":
+    # The family alone (the data is not on this machine, or its BPE
+    # encoding of the whole corpus would dominate the test).
+    tokenizer = (tokenizers.make(config) if config.data.name in text.NAMES
+                 else None)
+    family = families.build(config, tokenizer)
+    parallel.check_model_axis(mesh, family.model_parallel, config.family)
+    return
+  config = config_lib.get_config(name, overrides + ["eval.num_examples=40"])
+  data = pipeline.make(config, batch_shards=DEVICES)
+  family = families.build(config, data.tokenizer)
+  parallel.check_model_axis(mesh, family.model_parallel, config.family)
+  assert data.eval_batch_size == eval_rows
+  batches = {"init": data.init_batch, "eval": next(iter(data.eval_batches()))}
+  for what, local in batches.items():
+    batch = parallel.global_batch(local, mesh)
+    rows = next(iter(batch.values()))
+    devices = len(rows.sharding.device_set)
+    assert devices == DEVICES, (what, devices)
+    if what == "eval":  # split, never replicated: padded to fit
+      assert rows.sharding.shard_shape(rows.shape)[0] == eval_rows // DEVICES
+      assert np.asarray(batch["mask"]).sum() == 40
