@@ -2,12 +2,13 @@ r"""RealNVP on 8-bit MNIST: bits/dim of the dequantized images.
 
 Multi-scale (Dinh et al., 2017): logit preprocessing (alpha = 1e-6); level 1 at
 28x28x1: 3 checkerboard couplings, squeeze, 3 channel couplings, factor out
-half; level 2 at 14x14x2: 4 checkerboard couplings. Affine couplings with
-tanh-bounded log-scales, actnorm before each (in place of the paper's batch
-norm). Coupling networks: 3x3 -> 1x1 -> 3x3 with 32 channels; the paper's
-residual networks are --config.model.num_blocks=N (about 10x slower per step
-on a CPU, whose 3x3 convolutions at 28x28 dominate). Anchor: 1.06 bits/dim
-on full MNIST (as reported in the FFJORD paper's table).
+half; level 2 at 14x14x2: 4 checkerboard couplings (steps_per_level = 3).
+Affine couplings with tanh-bounded log-scales, actnorm before each (in place
+of the paper's batch norm). Coupling networks: 3x3 -> 1x1 -> 3x3 with 32
+channels; the paper's residual networks are --config.model.num_blocks=N
+(about 10x slower per step on a CPU, whose 3x3 convolutions at 28x28
+dominate). Anchor: 1.06 bits/dim on full MNIST (as reported in the FFJORD
+paper's table).
 
   python -m gen_jax.main --exp=realnvp_mnist --workdir=runs/realnvp_mnist
   python -m gen_jax.main --exp=realnvp_mnist:smoke --workdir=/tmp/realnvp_mnist_smoke
@@ -26,6 +27,7 @@ def get_config(arg=None):
   c.model = flow.model_defaults()
   c.model.arch = "realnvp"
   c.model.num_levels = 2
+  c.model.steps_per_level = 3  # couplings of each kind per level (last: + 1)
   c.model.hidden = 32
   c.model.num_blocks = 0
   c.model.coupling_scale = "tanh"

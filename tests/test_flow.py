@@ -137,6 +137,36 @@ def test_whole_flow_inverts_and_its_logdet_is_the_jacobians(arch):
   _check_bijector(_perturbed(model, 0.05), x)
 
 
+def _realnvp_cfg(steps_per_level):
+  return flows.FlowConfig(
+      arch="realnvp", data_shape=(4, 4, 1), num_levels=2,
+      steps_per_level=steps_per_level, hidden=4, preprocess="logit",
+      logit_alpha=0.05, coupling_scale="tanh")
+
+
+def test_realnvp_couplings_follow_steps_per_level_and_invert():
+  """Level 1: k checkerboard couplings, squeeze, k channel couplings; level 2
+  (the last): k + 1 checkerboard couplings; each after an actnorm."""
+  def kind(layer):
+    if isinstance(layer, bij.AffineCoupling):
+      return "checkerboard" if layer.pixel_mask else "channel"
+    return type(layer).__name__
+  coupling = lambda mask: ["ActNorm", mask]
+  for k, num_couplings in ((2, 7), (3, 10)):  # 2k + (k + 1); 3: the paper's
+    model = nnx.eval_shape(lambda: flows.build(_realnvp_cfg(k), nnx.Rngs(0)))
+    kinds = [[kind(layer) for layer in level.layers]
+             for level in model.levels]
+    assert kinds[0] == (coupling("checkerboard") * k + ["Squeeze"] +
+                        coupling("channel") * k)
+    assert kinds[1] == coupling("checkerboard") * (k + 1)
+    assert sum(name in ("checkerboard", "channel")
+               for level in kinds for name in level) == num_couplings
+  model = flows.build(_realnvp_cfg(2), nnx.Rngs(0))
+  x = _images((3, 4, 4, 1), seed=1)
+  model.forward(x, init=True)
+  _check_bijector(_perturbed(model, 0.05), x)
+
+
 def test_actnorm_data_init_gives_zero_mean_unit_variance():
   x = 3.0 + 2.5 * jax.random.normal(jax.random.key(0), (64, 5, 5, 3))
   x = x * jnp.array([1.0, 0.1, 4.0]).reshape(1, 1, 1, 3)

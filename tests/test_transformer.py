@@ -165,6 +165,61 @@ def test_sampling_draws_only_kept_tokens():
   np.testing.assert_array_equal(greedy, [1, 0])
 
 
+def _hf_filter(logits, temperature, top_k, top_p):
+  """transformers' sampling warpers, added as its `generate` adds them:
+  temperature, then top-k, then top-p (min_tokens_to_keep=1)."""
+  torch = pytest.importorskip("torch")
+  process = pytest.importorskip("transformers.generation.logits_process")
+  warpers = [process.TemperatureLogitsWarper(temperature)]
+  if top_k:
+    warpers.append(process.TopKLogitsWarper(top_k))
+  if top_p < 1.0:
+    warpers.append(process.TopPLogitsWarper(top_p))
+  scores = torch.from_numpy(np.array(logits, np.float32))
+  for warper in warpers:
+    scores = warper(None, scores)
+  return scores.numpy()
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, 0, 0.9), (0.7, 10, 1.0), (0.7, 10, 0.8), (1.3, 5, 0.5),
+    (0.5, 20, 0.95), (2.0, 3, 0.6), (1.0, 1, 0.3), (1.0, 64, 0.7),
+    (0.8, 4, 0.0), (1.0, 0, 0.0)])
+def test_filters_match_transformers_warpers(temperature, top_k, top_p):
+  logits = 3.0 * np.random.default_rng(0).standard_normal((8, 50))
+  ours = np.asarray(jax.jit(lambda l: decoding.filter_logits(
+      l, temperature, top_k, top_p))(jnp.asarray(logits, jnp.float32)))
+  theirs = _hf_filter(logits, temperature, top_k, top_p)
+  np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+  kept = np.isfinite(theirs)
+  assert kept.sum(-1).min() >= 1
+  np.testing.assert_allclose(ours[kept], theirs[kept], rtol=1e-6)
+  # Ties (few distinct logits): top-k keeps every token equal to the k-th;
+  # top-p keeps as many tokens as transformers, of the same values (which of
+  # equal tokens it keeps is left to torch.sort's order).
+  tied = np.random.default_rng(1).integers(0, 6, (8, 50)) * 0.7
+  ours = np.asarray(jax.jit(lambda l: decoding.filter_logits(
+      l, temperature, top_k, top_p))(jnp.asarray(tied, jnp.float32)))
+  theirs = _hf_filter(tied, temperature, top_k, top_p)
+  for row_ours, row_theirs in zip(ours, theirs):
+    np.testing.assert_allclose(np.sort(row_ours[np.isfinite(row_ours)]),
+                               np.sort(row_theirs[np.isfinite(row_theirs)]),
+                               rtol=1e-6)
+
+
+def test_top_p_sees_the_top_k_renormalized_distribution():
+  # Row 0: 0.4, 0.25, 0.2, 0.1, 0.05. Top-2 renormalized: 0.4 / 0.65 = 0.62,
+  # which reaches p = 0.6 alone; top-p on the full distribution would need
+  # 0.4 + 0.25 and keep token 3 too.
+  p_then_k = decoding.top_k_mask(LOGITS[:1], 2) & decoding.top_p_mask(
+      LOGITS[:1], 0.6)
+  np.testing.assert_array_equal(p_then_k, [[0, 1, 0, 1, 0]])
+  theirs = np.isfinite(_hf_filter(LOGITS[:1], 1.0, 2, 0.6))
+  np.testing.assert_array_equal(theirs, [[0, 1, 0, 0, 0]])
+  ours = np.isfinite(decoding.filter_logits(LOGITS[:1], 1.0, 2, 0.6))
+  np.testing.assert_array_equal(ours, theirs)
+
+
 def test_eos_ends_a_row():
   model = _transformer()
   tokens, valid = decoding.pad_prompts([[1, 2], [3]])

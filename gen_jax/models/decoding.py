@@ -8,8 +8,11 @@ positions. One `extend` call prefills the prompts, then one compiled
 cache in place.
 
 Token choice: temperature 0 is greedy (argmax); otherwise logits / T, then
-top-k (keep the k largest) and top-p (keep the smallest set of most likely
-tokens whose probability reaches p), then a categorical draw.
+top-k (keep the k largest), then top-p on what top-k kept, renormalized (keep
+the smallest set of most likely tokens whose probability reaches p, and always
+the most likely one), then a categorical draw. This is the order and the
+arithmetic of the temperature, top-k and top-p logits warpers of Hugging Face
+transformers' `generate`.
 """
 
 from typing import Sequence
@@ -28,24 +31,45 @@ def top_k_mask(logits_BV: jax.Array, k: int) -> jax.Array:
 
 
 def top_p_mask(logits_BV: jax.Array, p: float) -> jax.Array:
-  """True for the nucleus: the most likely tokens, in order, up to and
-  including the first at which their total probability reaches p."""
+  """True for the nucleus of softmax(logits) (p >= 1: all).
+
+  A token is dropped when the probability of it and all less likely tokens is
+  at most 1 - p; the most likely token is always kept (so p <= 0 keeps only
+  it). Tokens at -inf have probability 0 and are dropped. Among equal logits
+  the one with the higher index counts as the more likely (a stable ascending
+  sort), so a tie that straddles the boundary keeps the later tokens.
+
+  Args:
+    logits_BV: logits; rows may hold -inf (e.g. after `top_k_mask`).
+    p: the probability mass to reach.
+
+  Returns:
+    A bool mask [B, V].
+  """
   if p >= 1.0:
     return jnp.ones(logits_BV.shape, bool)
-  order = jnp.argsort(-logits_BV, axis=-1)
-  probs = jax.nn.softmax(jnp.take_along_axis(logits_BV, order, axis=-1), -1)
-  before = jnp.cumsum(probs, axis=-1) - probs  # mass of the better tokens
-  keep_sorted = before < p  # the most likely token is always kept
+  order_BV = jnp.argsort(logits_BV, axis=-1, stable=True)  # ascending
+  probs_BV = jax.nn.softmax(
+      jnp.take_along_axis(logits_BV, order_BV, axis=-1), axis=-1)
+  tail_BV = jnp.cumsum(probs_BV, axis=-1)  # mass of this and less likely
+  drop_BV = (tail_BV <= 1.0 - p).at[:, -1].set(False)
   rows = jnp.arange(logits_BV.shape[0])[:, None]
-  return jnp.zeros(logits_BV.shape, bool).at[rows, order].set(keep_sorted)
+  return jnp.zeros(logits_BV.shape, bool).at[rows, order_BV].set(~drop_BV)
 
 
 def filter_logits(logits_BV: jax.Array, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-  """Logits / temperature with the tokens outside top-k and top-p at -inf."""
+  """Logits / temperature, then top-k, then top-p on the top-k survivors.
+
+  Top-p sees the distribution renormalized over the tokens top-k kept, so a
+  top-k cut can shrink the nucleus (k = 0 or p = 1 switch a filter off).
+
+  Returns:
+    The scaled logits [B, V] (float32) with the dropped tokens at -inf.
+  """
   logits_BV = logits_BV.astype(jnp.float32) / temperature
-  keep = top_k_mask(logits_BV, top_k) & top_p_mask(logits_BV, top_p)
-  return jnp.where(keep, logits_BV, -jnp.inf)
+  logits_BV = jnp.where(top_k_mask(logits_BV, top_k), logits_BV, -jnp.inf)
+  return jnp.where(top_p_mask(logits_BV, top_p), logits_BV, -jnp.inf)
 
 
 def choose(key: jax.Array, logits_BV: jax.Array, temperature: float = 1.0,

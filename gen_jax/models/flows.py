@@ -10,10 +10,11 @@ runs the data-dependent initialization of actnorm layers on the way.
 Multi-scale architecture (Dinh et al. 2017; Kingma & Dhariwal 2018): after
 each level but the last, half of the channels are factored out as latents and
 the rest go on to the next level at a coarser scale.
-  RealNVP level: 3 checkerboard couplings, squeeze, 3 channel couplings, factor
-    out (last level: 4 checkerboard couplings). Each coupling is preceded by
-    actnorm (the paper's batch normalization has a batch-dependent Jacobian;
-    actnorm with data-dependent init plays its part here).
+  RealNVP level: K checkerboard couplings, squeeze, K channel couplings,
+    factor out (last level: K + 1 checkerboard couplings), K =
+    steps_per_level (the paper's 3). Each coupling is preceded by actnorm (the
+    paper's batch normalization has a batch-dependent Jacobian; actnorm with
+    data-dependent init plays its part here).
   Glow level: squeeze, K x [actnorm, invertible 1x1 conv, affine coupling on a
     channel half], factor out with a learned Gaussian prior.
 """
@@ -35,7 +36,9 @@ class FlowConfig:
   arch: str  # 'realnvp' | 'glow' | 'coupling_mlp' (vectors)
   data_shape: tuple[int, ...]  # (H, W, C) or (D,)
   num_levels: int = 2  # scales of a multi-scale image flow
-  steps_per_level: int = 4  # Glow's K; RealNVP's couplings per half-level
+  # Glow's K; RealNVP's checkerboard and channel couplings per level (each K,
+  # the last level K + 1 checkerboard); coupling_mlp's number of steps.
+  steps_per_level: int = 4
   hidden: int = 64  # conditioner width
   num_blocks: int = 1  # residual blocks per conditioner (RealNVP)
   coupling_scale: str = "tanh"  # 'tanh' (RealNVP) | 'sigmoid' (Glow)
@@ -143,15 +146,16 @@ class ImageFlow(nnx.Module):
 
   def _realnvp_level(self, shape, last, rngs):
     h, w, c = shape
+    k = self.cfg.steps_per_level
     steps = []
-    for i in range(4 if last else 3):
+    for i in range(k + 1 if last else k):
       steps += [bij.ActNorm(c),
                 self._coupling(bij.checkerboard_mask((h, w), c, i % 2), c,
                                rngs)]
     if not last:
       steps.append(bij.Squeeze())
       h, w, c = h // 2, w // 2, 4 * c
-      for i in range(3):
+      for i in range(k):
         steps += [bij.ActNorm(c),
                   self._coupling(bij.channel_mask(c, i % 2), c, rngs)]
     return bij.Chain(steps), (h, w, c)

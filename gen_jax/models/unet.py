@@ -27,7 +27,8 @@ class UNetConfig:
   channels: int = 128  # base width; level i has channels * channel_mults[i]
   channel_mults: tuple[int, ...] = (1, 2, 2, 2)
   num_res_blocks: int = 2  # per level on the way down (one more on the way up)
-  attention_resolutions: tuple[int, ...] = (16,)  # spatial sizes with attention
+  # Heights (after patching) of the levels that attend, down and up alike.
+  attention_resolutions: tuple[int, ...] = (16,)
   dropout: float = 0.1
   num_groups: int = 32  # GroupNorm groups
   num_classes: int = 0  # > 0: class-conditional (plus a null class)
@@ -176,14 +177,18 @@ class UNet(nnx.Module):
     self.conv_in = nnx.Conv(c_img, ch, (3, 3), dtype=dtype,
                             kernel_init=conv_kernel_init, rngs=rngs)
 
-    # Down: blocks and where they sit, so the up path can mirror the skips.
+    # Down: blocks and where they sit, so the up path can mirror the skips
+    # and the attention (odd sizes round up on the way down, 7 -> 4, so the
+    # up path reuses these sizes rather than doubling).
     size = cfg.image_shape[0] // p
+    level_sizes = []  # the resolution (height) of each level
     skip_channels = [ch]
     self.down = nnx.List()
     self.down_attn = nnx.List()
     self.downsample = nnx.List()
     c = ch
     for level, mult in enumerate(cfg.channel_mults):
+      level_sizes.append(size)
       for _ in range(cfg.num_res_blocks):
         self.down.append(ResBlock(c, ch * mult, emb_dim, cfg, rngs=rngs))
         c = ch * mult
@@ -207,11 +212,11 @@ class UNet(nnx.Module):
         self.up.append(ResBlock(c + skip_channels.pop(), ch * mult, emb_dim,
                                 cfg, rngs=rngs))
         c = ch * mult
-        self.up_attn.append(AttentionBlock(c, cfg, rngs=rngs)
-                            if size in cfg.attention_resolutions else None)
+        self.up_attn.append(
+            AttentionBlock(c, cfg, rngs=rngs)
+            if level_sizes[level] in cfg.attention_resolutions else None)
       if level != 0:
         self.upsample.append(Upsample(c, cfg, rngs=rngs))
-        size = size * 2
     self.norm_out = nnx.GroupNorm(c, num_groups=min(cfg.num_groups, c),
                                   epsilon=1e-6, dtype=dtype, rngs=rngs)
     out = (cfg.out_channels or cfg.image_shape[-1]) * p * p
