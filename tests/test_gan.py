@@ -1,6 +1,7 @@
 """The GAN family: losses, gradient penalty, spectral norm, update isolation,
 sharding equivalence, the mixture data and the mode-collapse metrics."""
 
+import dataclasses
 import math
 
 import chex
@@ -13,6 +14,7 @@ import pytest
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.data import mixtures
+from gen_jax.errors import UserError
 from gen_jax.evaluation import modes
 from gen_jax.families import gan
 from gen_jax.models import gan_nets
@@ -208,3 +210,73 @@ def test_mode_metrics_on_hand_placed_samples():
   np.testing.assert_allclose(result["high_quality_pct"], 100 * 4 / 6)
   # Four modes with one high-quality sample each, of eight: KL = log 2.
   np.testing.assert_allclose(result["mode_kl"], math.log(2))
+
+
+# --- architecture options ----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (12, 12, 3), (32, 20, 3)])
+def test_resnet_refuses_images_not_multiples_of_8(shape):
+  with pytest.raises(UserError, match=r"image_shape.*multiples of 8"):
+    _family("sngan_cifar10:smoke", f"data.image_shape={shape}")
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 3), (24, 40, 3)])
+def test_resnet_works_below_32_pixels(shape):
+  family = _family("sngan_cifar10:cond_smoke", f"data.image_shape={shape}")
+  model = nnx.eval_shape(lambda: gan_nets.GAN(family.net_cfg,
+                                              rngs=nnx.Rngs(0)))
+  g_def, g_state = nnx.split(model.generator)
+  d_def, d_state = nnx.split(model.discriminator)
+  z = jax.ShapeDtypeStruct((4, family.net_cfg.latent_dim), jnp.float32)
+  y = jax.ShapeDtypeStruct((4,), jnp.int32)
+  x = jax.eval_shape(lambda s, z, y: nnx.merge(g_def, s)(z, y), g_state, z, y)
+  assert x.shape == (4,) + shape
+  d = jax.eval_shape(lambda s, x, y: nnx.merge(d_def, s)(x, y), d_state, x, y)
+  assert d.shape == (4,)
+
+
+def _count(module, kind):
+  return sum(isinstance(m, kind) for _, m in nnx.iter_modules(module))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_g_norm_and_d_norm_do_what_they_say(arch):
+  shape = (8, 8, 3)
+  cfg = gan_nets.GANNetConfig(arch=arch, data_shape=shape, latent_dim=8,
+                              g_channels=(8, 8), d_channels=(8, 8))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3,) + shape), jnp.float32)
+  z = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+  for g_norm in ("batch", "none"):
+    g = gan_nets.GAN(dataclasses.replace(cfg, g_norm=g_norm),
+                     rngs=nnx.Rngs(0)).generator
+    assert (_count(g, layers.BatchNorm) > 0) == (g_norm == "batch")
+    # Without batch norm the convs and the dense layer have biases.
+    biased = [m for _, m in nnx.iter_modules(g)
+              if isinstance(m, (layers.Conv, layers.Dense))
+              and m.bias is not None]
+    assert len(biased) == (1 if g_norm == "batch" else
+                           _count(g, (layers.Conv, layers.Dense)))
+    assert g(z).shape == (3,) + shape
+  for d_norm in ("batch", "layer", "none"):
+    d = gan_nets.GAN(dataclasses.replace(cfg, d_norm=d_norm),
+                     rngs=nnx.Rngs(0)).discriminator
+    n_bn, n_ln = _count(d, layers.BatchNorm), _count(d, nnx.LayerNorm)
+    assert (n_bn > 0, n_ln > 0) == (d_norm == "batch", d_norm == "layer")
+    # Only batch norm mixes examples: row 0's output then depends on row 2.
+    out = d(x)
+    other = d(x.at[2].multiply(3.0))
+    assert out.shape == (3,)
+    assert (not np.allclose(out[0], other[0])) == (d_norm == "batch"), d_norm
+
+
+@pytest.mark.parametrize("exp,override,message", [
+    ("dcgan_mnist:smoke", "model.g_norm=layer", "g_norm 'layer'"),
+    ("sngan_cifar10:smoke", "model.d_norm=group", "d_norm 'group'"),
+    ("gan_mog2d:smoke", "model.d_norm=layer", "'mlp' discriminator"),
+])
+def test_unsupported_options_are_one_line_errors(exp, override, message):
+  with pytest.raises(UserError, match=message) as e:
+    _family(exp, override)
+  assert "\n" not in str(e.value)

@@ -129,6 +129,13 @@ class GAN(base.Family):
       raise UserError("--config.model.d_norm=batch mixes examples, which the "
                       "per-example gradient penalty of wgan_gp forbids; use "
                       "'layer' or 'none'.")
+    shape = tuple(config.data.image_shape)
+    if m.arch == "resnet" and len(shape) == 3 and (shape[0] % 8
+                                                    or shape[1] % 8):
+      raise UserError(
+          f"--config.data.image_shape={shape}: arch 'resnet' needs a height "
+          "and width that are multiples of 8 (8, 16, 24, 32, ...); "
+          "--config.model.arch=dcgan takes other sizes.")
     self.loss = m.loss
     self.n_critic = m.n_critic
     self.data_shape = tuple(config.data.image_shape)
