@@ -1,10 +1,11 @@
 """Generative adversarial networks: DCGAN, WGAN-GP, SNGAN, conditional GANs.
 
 One train step of the trainer is one generator update, preceded by
-`model.n_critic` discriminator (critic) updates that run inside the step as a
-`lax.scan`. The step's batch holds the real examples of all of them: each
-critic update sees `data.batch_size / n_critic` of its rows; the generator
-update draws that many latents.
+`model.n_critic` discriminator (critic) updates that run inside the step as
+straight-line code (a Python loop, unrolled when traced). The step's batch
+holds the real examples of all of them: each critic update sees
+`data.batch_size / n_critic` of its rows; the generator update draws that many
+latents.
 
 Losses (`model.loss`), with D the discriminator's logit / critic value:
   'non_saturating' (Goodfellow et al., 2014; DCGAN):
