@@ -212,6 +212,92 @@ def test_mode_metrics_on_hand_placed_samples():
   np.testing.assert_allclose(result["mode_kl"], math.log(2))
 
 
+# --- sampling with standing batch-norm statistics ----------------------------
+
+
+@pytest.mark.parametrize("exp", ["dcgan_mnist:smoke", "cgan_mnist:smoke"])
+def test_a_sample_does_not_depend_on_its_batch(exp):
+  family = _family(exp)  # the default standing statistics
+  state = family.init(jax.random.key(0), None)
+  z = jax.random.normal(jax.random.key(1), (64, family.net_cfg.latent_dim))
+  y = jnp.arange(64) % 10 if family.num_classes else None
+  batch = np.asarray(family.generate(state, z, y))
+  assert batch.std(axis=0).mean() > 0.01  # different latents, different images
+  for i in (0, 37):
+    one = family.generate(state, z[i:i + 1], None if y is None else y[i:i + 1])
+    np.testing.assert_allclose(one, batch[i:i + 1], atol=1e-5)
+
+
+def _mlp_batch_stats(g, z_BL):
+  """The batch mean and variance of each batch norm's input of the MLP
+  generator `g` on one batch, in float64 numpy: {'norms/i': (mean, var)}."""
+  h = np.asarray(z_BL, np.float64)
+  stats = {}
+  for i, (dense, norm) in enumerate(zip(g.dense, g.norms)):
+    h = h @ np.asarray(dense.kernel[...], np.float64)
+    if dense.bias is not None:
+      h = h + np.asarray(dense.bias[...])
+    mean, var = h.mean(axis=0), h.var(axis=0)
+    stats[f"norms/{i}"] = (mean, var)
+    h = ((h - mean) / np.sqrt(var + norm.eps) * np.asarray(norm.scale[...])
+         + np.asarray(norm.offset[...]))
+    h = np.maximum(h, 0.0)
+  return stats
+
+
+def test_standing_stats_average_the_batch_stats_of_the_sampling_weights():
+  family = _family("gan_mog2d:smoke", "sample.standing_stats_batches=3",
+                   "sample.standing_stats_batch_size=5",
+                   "train.ema_decay=0.5")
+  state = family.init(jax.random.key(0), None)
+  rng = np.random.default_rng(0)
+
+  def perturbed(params):  # scales, offsets and weights away from their init
+    return jax.tree.map(
+        lambda a: a + 0.3 * rng.normal(size=a.shape).astype(a.dtype), params)
+
+  state = state.replace(g_params=perturbed(state.g_params),
+                        g_ema=perturbed(state.g_params))
+
+  def expected(params):
+    g = nnx.merge(family.g_def, params, state.g_rest)
+    per_batch = [_mlp_batch_stats(g, family.standing_batch(i)[0])
+                 for i in range(3)]
+    return {k: tuple(np.mean([b[k][j] for b in per_batch], axis=0)
+                     for j in range(2)) for k in per_batch[0]}
+
+  stats = family.standing_stats(state)
+  want = expected(state.g_ema)
+  assert family.standing_batch(0)[0].shape == (5, 2)
+  assert sorted(stats) == sorted(want) == ["norms/0", "norms/1"]
+  for k in want:
+    for got, ref in zip(stats[k], want[k]):
+      np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=k)
+  # The EMA weights, not the raw ones (whose statistics differ).
+  raw = expected(state.g_params)
+  assert not np.allclose(raw["norms/1"][1], want["norms/1"][1], rtol=1e-2)
+  # Not the statistics of the three batches pooled into one.
+  g = nnx.merge(family.g_def, state.g_ema, state.g_rest)
+  pooled = _mlp_batch_stats(g, jnp.concatenate(
+      [family.standing_batch(i)[0] for i in range(3)]))
+  assert not np.allclose(pooled["norms/1"][1], want["norms/1"][1], rtol=1e-2)
+
+
+def test_samples_of_one_are_not_constant():
+  # The MLP generator's batch norm normalizes over the batch axis alone: from
+  # a batch of one's own statistics, every sample is the same point.
+  family = _family("gan_mog2d:smoke")
+  state = family.init(jax.random.key(0), None)
+  points = np.concatenate([family.sample(state, jax.random.key(i), 1)
+                           for i in range(4)])
+  assert np.all(np.ptp(points, axis=0) > 1e-3), points
+  off = _family("gan_mog2d:smoke", "sample.standing_stats_batches=0")
+  points = np.concatenate([off.sample(state, jax.random.key(i), 1)
+                           for i in range(4)])
+  np.testing.assert_allclose(points, np.broadcast_to(points[:1], (4, 2)),
+                             atol=1e-6)
+
+
 # --- architecture options ----------------------------------------------------
 
 
@@ -275,6 +361,7 @@ def test_g_norm_and_d_norm_do_what_they_say(arch):
     ("dcgan_mnist:smoke", "model.g_norm=layer", "g_norm 'layer'"),
     ("sngan_cifar10:smoke", "model.d_norm=group", "d_norm 'group'"),
     ("gan_mog2d:smoke", "model.d_norm=layer", "'mlp' discriminator"),
+    ("dcgan_mnist:smoke", "sample.standing_stats_batch_size=1", "must be >= 2"),
 ])
 def test_unsupported_options_are_one_line_errors(exp, override, message):
   with pytest.raises(UserError, match=message) as e:
