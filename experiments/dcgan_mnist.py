@@ -30,6 +30,8 @@ def get_config(arg=None):
   c.model.g_norm = "batch"
   c.model.d_norm = "batch"
 
+  c.sample = gan.sample_defaults()  # standing batch-norm statistics
+
   c.train.num_steps = 4000
   c.train.learning_rate = 2e-4
   c.train.d_learning_rate = 2e-4

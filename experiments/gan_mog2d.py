@@ -44,6 +44,8 @@ def get_config(arg=None):
   c.model.maxout = 5
   c.model.g_norm = "batch"
 
+  c.sample = gan.sample_defaults()  # standing batch-norm statistics
+
   c.train.num_steps = 25_000
   c.train.learning_rate = 1e-4
   c.train.d_learning_rate = 1e-4

@@ -38,6 +38,8 @@ def get_config(arg=None):
   c.model.d_norm = "none"
   c.model.spectral_norm = True
 
+  c.sample = gan.sample_defaults()  # standing batch-norm statistics
+
   c.train.num_steps = 50_000
   c.train.learning_rate = 2e-4
   c.train.d_learning_rate = 2e-4

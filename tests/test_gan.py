@@ -1,6 +1,7 @@
 """The GAN family: losses, gradient penalty, spectral norm, update isolation,
 sharding equivalence, the mixture data and the mode-collapse metrics."""
 
+import dataclasses
 import math
 
 import chex
@@ -13,6 +14,7 @@ import pytest
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.data import mixtures
+from gen_jax.errors import UserError
 from gen_jax.evaluation import modes
 from gen_jax.families import gan
 from gen_jax.models import gan_nets
@@ -208,3 +210,160 @@ def test_mode_metrics_on_hand_placed_samples():
   np.testing.assert_allclose(result["high_quality_pct"], 100 * 4 / 6)
   # Four modes with one high-quality sample each, of eight: KL = log 2.
   np.testing.assert_allclose(result["mode_kl"], math.log(2))
+
+
+# --- sampling with standing batch-norm statistics ----------------------------
+
+
+@pytest.mark.parametrize("exp", ["dcgan_mnist:smoke", "cgan_mnist:smoke"])
+def test_a_sample_does_not_depend_on_its_batch(exp):
+  family = _family(exp)  # the default standing statistics
+  state = family.init(jax.random.key(0), None)
+  z = jax.random.normal(jax.random.key(1), (64, family.net_cfg.latent_dim))
+  y = jnp.arange(64) % 10 if family.num_classes else None
+  batch = np.asarray(family.generate(state, z, y))
+  assert batch.std(axis=0).mean() > 0.01  # different latents, different images
+  for i in (0, 37):
+    one = family.generate(state, z[i:i + 1], None if y is None else y[i:i + 1])
+    np.testing.assert_allclose(one, batch[i:i + 1], atol=1e-5)
+
+
+def _mlp_batch_stats(g, z_BL):
+  """The batch mean and variance of each batch norm's input of the MLP
+  generator `g` on one batch, in float64 numpy: {'norms/i': (mean, var)}."""
+  h = np.asarray(z_BL, np.float64)
+  stats = {}
+  for i, (dense, norm) in enumerate(zip(g.dense, g.norms)):
+    h = h @ np.asarray(dense.kernel[...], np.float64)
+    if dense.bias is not None:
+      h = h + np.asarray(dense.bias[...])
+    mean, var = h.mean(axis=0), h.var(axis=0)
+    stats[f"norms/{i}"] = (mean, var)
+    h = ((h - mean) / np.sqrt(var + norm.eps) * np.asarray(norm.scale[...])
+         + np.asarray(norm.offset[...]))
+    h = np.maximum(h, 0.0)
+  return stats
+
+
+def test_standing_stats_average_the_batch_stats_of_the_sampling_weights():
+  family = _family("gan_mog2d:smoke", "sample.standing_stats_batches=3",
+                   "sample.standing_stats_batch_size=5",
+                   "train.ema_decay=0.5")
+  state = family.init(jax.random.key(0), None)
+  rng = np.random.default_rng(0)
+
+  def perturbed(params):  # scales, offsets and weights away from their init
+    return jax.tree.map(
+        lambda a: a + 0.3 * rng.normal(size=a.shape).astype(a.dtype), params)
+
+  state = state.replace(g_params=perturbed(state.g_params),
+                        g_ema=perturbed(state.g_params))
+
+  def expected(params):
+    g = nnx.merge(family.g_def, params, state.g_rest)
+    per_batch = [_mlp_batch_stats(g, family.standing_batch(i)[0])
+                 for i in range(3)]
+    return {k: tuple(np.mean([b[k][j] for b in per_batch], axis=0)
+                     for j in range(2)) for k in per_batch[0]}
+
+  stats = family.standing_stats(state)
+  want = expected(state.g_ema)
+  assert family.standing_batch(0)[0].shape == (5, 2)
+  assert sorted(stats) == sorted(want) == ["norms/0", "norms/1"]
+  for k in want:
+    for got, ref in zip(stats[k], want[k]):
+      np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=k)
+  # The EMA weights, not the raw ones (whose statistics differ).
+  raw = expected(state.g_params)
+  assert not np.allclose(raw["norms/1"][1], want["norms/1"][1], rtol=1e-2)
+  # Not the statistics of the three batches pooled into one.
+  g = nnx.merge(family.g_def, state.g_ema, state.g_rest)
+  pooled = _mlp_batch_stats(g, jnp.concatenate(
+      [family.standing_batch(i)[0] for i in range(3)]))
+  assert not np.allclose(pooled["norms/1"][1], want["norms/1"][1], rtol=1e-2)
+
+
+def test_samples_of_one_are_not_constant():
+  # The MLP generator's batch norm normalizes over the batch axis alone: from
+  # a batch of one's own statistics, every sample is the same point.
+  family = _family("gan_mog2d:smoke")
+  state = family.init(jax.random.key(0), None)
+  points = np.concatenate([family.sample(state, jax.random.key(i), 1)
+                           for i in range(4)])
+  assert np.all(np.ptp(points, axis=0) > 1e-3), points
+  off = _family("gan_mog2d:smoke", "sample.standing_stats_batches=0")
+  points = np.concatenate([off.sample(state, jax.random.key(i), 1)
+                           for i in range(4)])
+  np.testing.assert_allclose(points, np.broadcast_to(points[:1], (4, 2)),
+                             atol=1e-6)
+
+
+# --- architecture options ----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (12, 12, 3), (32, 20, 3)])
+def test_resnet_refuses_images_not_multiples_of_8(shape):
+  with pytest.raises(UserError, match=r"image_shape.*multiples of 8"):
+    _family("sngan_cifar10:smoke", f"data.image_shape={shape}")
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 3), (24, 40, 3)])
+def test_resnet_works_below_32_pixels(shape):
+  family = _family("sngan_cifar10:cond_smoke", f"data.image_shape={shape}")
+  model = nnx.eval_shape(lambda: gan_nets.GAN(family.net_cfg,
+                                              rngs=nnx.Rngs(0)))
+  g_def, g_state = nnx.split(model.generator)
+  d_def, d_state = nnx.split(model.discriminator)
+  z = jax.ShapeDtypeStruct((4, family.net_cfg.latent_dim), jnp.float32)
+  y = jax.ShapeDtypeStruct((4,), jnp.int32)
+  x = jax.eval_shape(lambda s, z, y: nnx.merge(g_def, s)(z, y), g_state, z, y)
+  assert x.shape == (4,) + shape
+  d = jax.eval_shape(lambda s, x, y: nnx.merge(d_def, s)(x, y), d_state, x, y)
+  assert d.shape == (4,)
+
+
+def _count(module, kind):
+  return sum(isinstance(m, kind) for _, m in nnx.iter_modules(module))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_g_norm_and_d_norm_do_what_they_say(arch):
+  shape = (8, 8, 3)
+  cfg = gan_nets.GANNetConfig(arch=arch, data_shape=shape, latent_dim=8,
+                              g_channels=(8, 8), d_channels=(8, 8))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3,) + shape), jnp.float32)
+  z = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+  for g_norm in ("batch", "none"):
+    g = gan_nets.GAN(dataclasses.replace(cfg, g_norm=g_norm),
+                     rngs=nnx.Rngs(0)).generator
+    assert (_count(g, layers.BatchNorm) > 0) == (g_norm == "batch")
+    # Without batch norm the convs and the dense layer have biases.
+    biased = [m for _, m in nnx.iter_modules(g)
+              if isinstance(m, (layers.Conv, layers.Dense))
+              and m.bias is not None]
+    assert len(biased) == (1 if g_norm == "batch" else
+                           _count(g, (layers.Conv, layers.Dense)))
+    assert g(z).shape == (3,) + shape
+  for d_norm in ("batch", "layer", "none"):
+    d = gan_nets.GAN(dataclasses.replace(cfg, d_norm=d_norm),
+                     rngs=nnx.Rngs(0)).discriminator
+    n_bn, n_ln = _count(d, layers.BatchNorm), _count(d, nnx.LayerNorm)
+    assert (n_bn > 0, n_ln > 0) == (d_norm == "batch", d_norm == "layer")
+    # Only batch norm mixes examples: row 0's output then depends on row 2.
+    out = d(x)
+    other = d(x.at[2].multiply(3.0))
+    assert out.shape == (3,)
+    assert (not np.allclose(out[0], other[0])) == (d_norm == "batch"), d_norm
+
+
+@pytest.mark.parametrize("exp,override,message", [
+    ("dcgan_mnist:smoke", "model.g_norm=layer", "g_norm 'layer'"),
+    ("sngan_cifar10:smoke", "model.d_norm=group", "d_norm 'group'"),
+    ("gan_mog2d:smoke", "model.d_norm=layer", "'mlp' discriminator"),
+    ("dcgan_mnist:smoke", "sample.standing_stats_batch_size=1", "must be >= 2"),
+])
+def test_unsupported_options_are_one_line_errors(exp, override, message):
+  with pytest.raises(UserError, match=message) as e:
+    _family(exp, override)
+  assert "\n" not in str(e.value)

@@ -1,10 +1,11 @@
 """Generative adversarial networks: DCGAN, WGAN-GP, SNGAN, conditional GANs.
 
 One train step of the trainer is one generator update, preceded by
-`model.n_critic` discriminator (critic) updates that run inside the step as a
-`lax.scan`. The step's batch holds the real examples of all of them: each
-critic update sees `data.batch_size / n_critic` of its rows; the generator
-update draws that many latents.
+`model.n_critic` discriminator (critic) updates that run inside the step as
+straight-line code (a Python loop, unrolled when traced). The step's batch
+holds the real examples of all of them: each critic update sees
+`data.batch_size / n_critic` of its rows; the generator update draws that many
+latents.
 
 Losses (`model.loss`), with D the discriminator's logit / critic value:
   'non_saturating' (Goodfellow et al., 2014; DCGAN):
@@ -23,7 +24,19 @@ discriminator forward pass advances them, as in the reference
 implementations. Images are scaled to [-1, 1]; vector data (the 2-D mixtures)
 is used as is. Conditional GANs feed the real batch's labels to the generator
 (conditional batch norm) and to a projection discriminator.
+
+The generator's batch norms train with batch statistics and sample with
+standing statistics (as BigGAN does, Brock et al., 2019): the sampling weights
+(the EMA when kept) run in training mode on `sample.standing_stats_batches`
+batches of fresh latents (and random labels), each batch norm's batch mean and
+variance are averaged over those batches, and samples are normalized with the
+averages, so each sample depends on its own latent (and label) alone. The
+latents come from a key fixed by `config.seed`, so the statistics depend on
+the weights alone; they are kept for the last state seen, so the `sample`
+calls of one evaluation compute them once.
 """
+
+import weakref
 
 import flax
 from flax import nnx
@@ -38,8 +51,11 @@ from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
 from gen_jax.families import base, register
 from gen_jax.models import gan_nets
+from gen_jax.models import layers
 
 LOSSES = ("non_saturating", "wgan_gp", "hinge")
+# Folded into jax.random.key(config.seed) for the standing-statistics latents.
+_STANDING_STATS_STREAM = 0x57A7
 
 
 def model_defaults() -> ml_collections.ConfigDict:
@@ -60,6 +76,21 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.spectral_norm = False  # discriminator weights
   m.num_classes = 0  # > 0: conditional BN generator + projection critic
   return m
+
+
+def sample_defaults() -> ml_collections.ConfigDict:
+  """Every `config.sample` key of the GAN family; experiments set
+  `c.sample = gan.sample_defaults()` and edit it."""
+  s = ml_collections.ConfigDict()
+  # Batches of fresh latents whose generator batch-norm statistics, averaged,
+  # normalize every sample ("standing statistics"). 0: each sampled batch
+  # normalizes with its own statistics, so a sample depends on its batch.
+  s.standing_stats_batches = 16
+  # Latents per standing-statistics batch. 0: the per-update training batch
+  # (data.batch_size / model.n_critic), the batch size whose statistics the
+  # generator was trained with.
+  s.standing_stats_batch_size = 0
+  return s
 
 
 @flax.struct.dataclass
@@ -129,6 +160,27 @@ class GAN(base.Family):
       raise UserError("--config.model.d_norm=batch mixes examples, which the "
                       "per-example gradient penalty of wgan_gp forbids; use "
                       "'layer' or 'none'.")
+    shape = tuple(config.data.image_shape)
+    if m.arch == "resnet" and len(shape) == 3 and (shape[0] % 8
+                                                    or shape[1] % 8):
+      raise UserError(
+          f"--config.data.image_shape={shape}: arch 'resnet' needs a height "
+          "and width that are multiples of 8 (8, 16, 24, 32, ...); "
+          "--config.model.arch=dcgan takes other sizes.")
+    defaults = sample_defaults()
+    self.standing_batches = config.sample.get(
+        "standing_stats_batches", defaults.standing_stats_batches)
+    per_update = config.data.batch_size // m.n_critic
+    self.standing_batch_size = config.sample.get(
+        "standing_stats_batch_size", defaults.standing_stats_batch_size
+    ) or per_update
+    if self.standing_batches < 0:
+      raise UserError("--config.sample.standing_stats_batches: must be >= 0 "
+                      "(0: each sampled batch uses its own statistics).")
+    if self.standing_batch_size < 2:
+      raise UserError("--config.sample.standing_stats_batch_size: must be >= 2"
+                      f", or 0 for the per-update training batch (here "
+                      f"{per_update}).")
     self.loss = m.loss
     self.n_critic = m.n_critic
     self.data_shape = tuple(config.data.image_shape)
@@ -152,7 +204,11 @@ class GAN(base.Family):
       raise UserError(f"--config.model: {e}") from e
     self.g_def = nnx.graphdef(abstract.generator)
     self.d_def = nnx.graphdef(abstract.discriminator)
+    self.has_batch_norm = bool(layers.batch_norms(abstract.generator))
     self._sample_jit = jax.jit(self._sample)
+    self._batch_stats_jit = jax.jit(self._batch_stats)
+    # (weak reference to a state, its standing statistics): the last computed.
+    self._standing_cache = None
 
   # --- model plumbing ------------------------------------------------------
 
@@ -327,11 +383,56 @@ class GAN(base.Family):
     if sharding is not None:
       z = jax.device_put(z, sharding)
       labels = None if labels is None else jax.device_put(labels, sharding)
-    return self._sample_jit(state, z, labels)
+    return self.generate(state, z, labels)
 
-  def _sample(self, state, z, labels):
-    x, _ = self._generate(self.eval_params(state), state.g_rest, z, labels)
-    return self.postprocess(x)
+  def generate(self, state, z_BL: jax.Array, labels_B: jax.Array | None = None
+               ) -> jax.Array:
+    """The sampling generator's output for given latents (and labels), in
+    [0, 1] for images: G(z) of the EMA weights when kept, its batch norms
+    normalizing with the standing statistics (see `standing_stats`)."""
+    return self._sample_jit(state, z_BL, labels_B, self.standing_stats(state))
+
+  def _sample(self, state, z, labels, stats):
+    g = nnx.merge(self.g_def, self.eval_params(state), state.g_rest, copy=True)
+    if stats is not None:
+      layers.use_batch_stats(g, stats)
+    return self.postprocess(g(z, labels))
+
+  def standing_batch(self, i: int) -> tuple[jax.Array, jax.Array | None]:
+    """Generator input of standing-statistics batch `i`: latents [B, L] and,
+    for a conditional GAN, uniformly drawn labels [B] (else None). Drawn from
+    a key fixed by `config.seed`."""
+    key = jax.random.fold_in(jax.random.fold_in(
+        jax.random.key(self.config.seed), _STANDING_STATS_STREAM), i)
+    z_key, y_key = jax.random.split(key)
+    z = self._latents(z_key, self.standing_batch_size)
+    y = (jax.random.randint(y_key, (self.standing_batch_size,), 0,
+                            self.num_classes) if self.num_classes else None)
+    return z, y
+
+  def _batch_stats(self, g_params, g_rest, z, y):
+    g = nnx.merge(self.g_def, g_params, g_rest, copy=True)
+    return layers.record_batch_stats(g, z, y)
+
+  def standing_stats(self, state) -> layers.BatchStatsDict | None:
+    """Each generator batch norm's batch mean and variance [C], averaged over
+    the `sample.standing_stats_batches` batches `standing_batch(i)` of the
+    sampling weights run in training mode (keyed by the layer's path). None
+    when the generator has no batch norm or the option is 0. Computed once
+    per state (the last state's statistics are kept)."""
+    if not self.has_batch_norm or not self.standing_batches:
+      return None
+    cached = self._standing_cache
+    if cached is not None and cached[0]() is state:
+      return cached[1]
+    params = self.eval_params(state)
+    per_batch = [self._batch_stats_jit(params, state.g_rest,
+                                       *self.standing_batch(i))
+                 for i in range(self.standing_batches)]
+    stats = jax.tree.map(lambda *s: jnp.mean(jnp.stack(s), axis=0),
+                         *per_batch)
+    self._standing_cache = (weakref.ref(state), stats)
+    return stats
 
   def visualize(self, state, batch, key):
     n = self.config.eval.num_samples

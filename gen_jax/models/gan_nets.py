@@ -12,7 +12,11 @@ Three architectures, chosen by `GANNetConfig.arch`:
   experiments (Gulrajani et al., 2017), also SNGAN's (Miyato et al., 2018):
   three up-sampling residual blocks (BN-ReLU-up-conv-BN-ReLU-conv, 1x1-conv
   shortcut) and a critic of one "optimized" down block, one down block and two
-  plain blocks, ReLU, global sum pooling, dense.
+  plain blocks, ReLU, global sum pooling, dense. Images need a height and
+  width that are multiples of 8 (the generator starts at H/8 x W/8). With
+  `d_norm` 'batch' or 'layer', every critic block but the first normalizes
+  before each of its ReLUs, as the WGAN-GP code's optional critic
+  normalization does; `g_norm='none'` drops the generator's batch norms.
 - 'mlp': fully connected nets for 2-D data (the mode-collapse benchmark):
   ReLU hidden layers, optional batch norm in the generator and maxout units in
   the discriminator.
@@ -52,13 +56,34 @@ class GANNetConfig:
   dtype: str = "float32"
 
 
+G_NORMS = ("batch", "none")
+D_NORMS = ("batch", "layer", "none")
+
+
 def _check(cfg: GANNetConfig) -> None:
+  """Raises a one-line ValueError naming the first unsupported setting."""
   if cfg.arch not in ("dcgan", "resnet", "mlp"):
     raise ValueError(f"arch '{cfg.arch}' is not one of dcgan, resnet, mlp.")
   if cfg.arch == "mlp" and len(cfg.data_shape) != 1:
     raise ValueError(f"arch 'mlp' takes vector data, not {cfg.data_shape}.")
   if cfg.arch != "mlp" and len(cfg.data_shape) != 3:
     raise ValueError(f"arch '{cfg.arch}' takes images, not {cfg.data_shape}.")
+  if cfg.g_norm not in G_NORMS:
+    raise ValueError(f"g_norm '{cfg.g_norm}' is not one of "
+                     f"{', '.join(G_NORMS)}.")
+  if cfg.d_norm not in D_NORMS:
+    raise ValueError(f"d_norm '{cfg.d_norm}' is not one of "
+                     f"{', '.join(D_NORMS)}.")
+  if cfg.arch == "mlp" and cfg.d_norm != "none":
+    raise ValueError(f"d_norm '{cfg.d_norm}': the 'mlp' discriminator has no "
+                     "normalization layers; use 'none'.")
+  if cfg.arch == "resnet":
+    h, w = cfg.data_shape[:2]
+    if h % 8 or w % 8:
+      raise ValueError(
+          f"arch 'resnet' needs an image height and width that are multiples "
+          f"of 8 (8, 16, 24, 32, ...: three 2x upsamplings from H/8 x W/8), "
+          f"not {h}x{w}.")
 
 
 class _Norm(nnx.Module):
@@ -83,6 +108,18 @@ class _Norm(nnx.Module):
 # --- generators -------------------------------------------------------------
 
 
+def _g_norm(cfg: GANNetConfig, features: int, rngs: nnx.Rngs
+            ) -> layers.BatchNorm | None:
+  """A generator batch norm, or None with g_norm='none'."""
+  if cfg.g_norm == "batch":
+    return layers.BatchNorm(features, cfg.num_classes, rngs=rngs)
+  return None
+
+
+def _apply(norm: layers.BatchNorm | None, x, y_B):
+  return x if norm is None else norm(x, y_B)
+
+
 class DCGANGenerator(nnx.Module):
 
   def __init__(self, cfg: GANNetConfig, *, rngs: nnx.Rngs):
@@ -99,7 +136,7 @@ class DCGANGenerator(nnx.Module):
     self.dense = layers.Dense(cfg.latent_dim, h * w // 4**n_up *
                               cfg.g_channels[0], use_bias=not bn,
                               dtype=cfg.dtype, rngs=rngs)
-    self.norm0 = layers.BatchNorm(cfg.g_channels[0], k, rngs=rngs)
+    self.norm0 = _g_norm(cfg, cfg.g_channels[0], rngs)
     outs = list(cfg.g_channels[1:]) + [c_out]
     self.ups = nnx.List()
     self.norms = nnx.List()
@@ -109,39 +146,38 @@ class DCGANGenerator(nnx.Module):
       self.ups.append(layers.Conv(c_in, 4 * c, 3, use_bias=last or not bn,
                                   dtype=cfg.dtype, rngs=rngs))
       if not last:
-        self.norms.append(layers.BatchNorm(c, k, rngs=rngs))
+        self.norms.append(_g_norm(cfg, c, rngs))
       c_in = c
-    self.use_norm = cfg.g_norm == "batch"
 
   def __call__(self, z_BL, y_B=None):
     h = self.dense(z_BL).reshape((z_BL.shape[0],) + self.start)
-    if self.use_norm:
-      h = self.norm0(h, y_B)
-    h = nnx.relu(h)
+    h = nnx.relu(_apply(self.norm0, h, y_B))
     for i, up in enumerate(self.ups):
       h = layers.depth_to_space(up(h))
       if i < len(self.norms):
-        h = nnx.relu(self.norms[i](h, y_B) if self.use_norm else h)
+        h = nnx.relu(_apply(self.norms[i], h, y_B))
     return jnp.tanh(h.astype(jnp.float32))
 
 
 class _ResBlockUp(nnx.Module):
-  """BN-ReLU-up2-conv3-BN-ReLU-conv3, shortcut up2-conv1. Every conv feeds a
-  batch norm (the next one, or the next block's), so none has a bias."""
+  """BN-ReLU-up2-conv3-BN-ReLU-conv3, shortcut up2-conv1 (without the BNs
+  when g_norm='none'). With batch norm every conv feeds one (the next, or the
+  next block's, through the residual sum), so none has a bias."""
 
-  def __init__(self, c_in, c_out, num_classes, dtype, *, rngs):
-    self.bn1 = layers.BatchNorm(c_in, num_classes, rngs=rngs)
-    self.conv1 = layers.Conv(c_in, c_out, 3, use_bias=False, dtype=dtype,
+  def __init__(self, c_in, c_out, cfg: GANNetConfig, *, rngs):
+    bias, dt = cfg.g_norm != "batch", cfg.dtype
+    self.bn1 = _g_norm(cfg, c_in, rngs)
+    self.conv1 = layers.Conv(c_in, c_out, 3, use_bias=bias, dtype=dt,
                              rngs=rngs)
-    self.bn2 = layers.BatchNorm(c_out, num_classes, rngs=rngs)
-    self.conv2 = layers.Conv(c_out, c_out, 3, use_bias=False, dtype=dtype,
+    self.bn2 = _g_norm(cfg, c_out, rngs)
+    self.conv2 = layers.Conv(c_out, c_out, 3, use_bias=bias, dtype=dt,
                              rngs=rngs)
-    self.skip = layers.Conv(c_in, c_out, 1, use_bias=False, dtype=dtype,
+    self.skip = layers.Conv(c_in, c_out, 1, use_bias=bias, dtype=dt,
                             rngs=rngs)
 
   def __call__(self, x, y_B=None):
-    h = layers.upsample_nearest(nnx.relu(self.bn1(x, y_B)))
-    h = self.conv2(nnx.relu(self.bn2(self.conv1(h), y_B)))
+    h = layers.upsample_nearest(nnx.relu(_apply(self.bn1, x, y_B)))
+    h = self.conv2(nnx.relu(_apply(self.bn2, self.conv1(h), y_B)))
     return h + self.skip(layers.upsample_nearest(x))
 
 
@@ -149,21 +185,24 @@ class ResNetGenerator(nnx.Module):
 
   def __init__(self, cfg: GANNetConfig, *, rngs: nnx.Rngs):
     h, w, c_out = cfg.data_shape
+    if h % 8 or w % 8:
+      raise ValueError(f"arch 'resnet' needs an image height and width that "
+                       f"are multiples of 8, not {h}x{w}.")
     ch = cfg.g_channels[0]
     self.start = (h // 8, w // 8, ch)
     self.dense = layers.Dense(cfg.latent_dim, h * w // 64 * ch,
-                              use_bias=False, dtype=cfg.dtype, rngs=rngs)
-    self.blocks = nnx.List([
-        _ResBlockUp(ch, ch, cfg.num_classes, cfg.dtype, rngs=rngs)
-        for _ in range(3)])
-    self.bn = layers.BatchNorm(ch, cfg.num_classes, rngs=rngs)
+                              use_bias=cfg.g_norm != "batch", dtype=cfg.dtype,
+                              rngs=rngs)
+    self.blocks = nnx.List([_ResBlockUp(ch, ch, cfg, rngs=rngs)
+                            for _ in range(3)])
+    self.bn = _g_norm(cfg, ch, rngs)
     self.out = layers.Conv(ch, c_out, 3, dtype=cfg.dtype, rngs=rngs)
 
   def __call__(self, z_BL, y_B=None):
     h = self.dense(z_BL).reshape((z_BL.shape[0],) + self.start)
     for block in self.blocks:
       h = block(h, y_B)
-    h = self.out(nnx.relu(self.bn(h, y_B)))
+    h = self.out(nnx.relu(_apply(self.bn, h, y_B)))
     return jnp.tanh(h.astype(jnp.float32))
 
 
@@ -236,24 +275,31 @@ class DCGANDiscriminator(nnx.Module):
 
 
 class _ResBlockDown(nnx.Module):
-  """[ReLU]-conv3-ReLU-conv3[-pool], shortcut [conv1-pool] (identity if the
-  block neither pools nor changes width). `first`: the "optimized" first block
-  (no leading ReLU; pool before the shortcut's 1x1 conv)."""
+  """[norm-ReLU]-conv3-[norm]-ReLU-conv3[-pool], shortcut [conv1-pool]
+  (identity if the block neither pools nor changes width). `first`: the
+  "optimized" first block (no leading ReLU; pool before the shortcut's 1x1
+  conv). Norms (`cfg.d_norm`) are in every block but the first; `bias_out`:
+  whether conv2 and the shortcut conv have a bias (not when the block's output
+  feeds the next block's batch norm)."""
 
-  def __init__(self, c_in, c_out, down, first, cfg: GANNetConfig, *, rngs):
+  def __init__(self, c_in, c_out, down, first, cfg: GANNetConfig, *, rngs,
+               bias_out=True):
     sn, dt = cfg.spectral_norm, cfg.dtype
+    norm = "none" if first else cfg.d_norm
     self.down, self.first = down, first
-    self.conv1 = layers.Conv(c_in, c_out, 3, spectral_norm=sn, dtype=dt,
-                             rngs=rngs)
-    self.conv2 = layers.Conv(c_out, c_out, 3, spectral_norm=sn, dtype=dt,
-                             rngs=rngs)
-    self.skip = (layers.Conv(c_in, c_out, 1, spectral_norm=sn, dtype=dt,
-                             rngs=rngs)
+    self.norm1 = _Norm(norm, c_in, rngs=rngs)
+    self.conv1 = layers.Conv(c_in, c_out, 3, spectral_norm=sn,
+                             use_bias=norm != "batch", dtype=dt, rngs=rngs)
+    self.norm2 = _Norm(norm, c_out, rngs=rngs)
+    self.conv2 = layers.Conv(c_out, c_out, 3, spectral_norm=sn,
+                             use_bias=bias_out, dtype=dt, rngs=rngs)
+    self.skip = (layers.Conv(c_in, c_out, 1, spectral_norm=sn,
+                             use_bias=bias_out, dtype=dt, rngs=rngs)
                  if down or c_in != c_out else None)
 
   def __call__(self, x):
-    h = x if self.first else nnx.relu(x)
-    h = self.conv2(nnx.relu(self.conv1(h)))
+    h = x if self.first else nnx.relu(self.norm1(x))
+    h = self.conv2(nnx.relu(self.norm2(self.conv1(h))))
     if self.down:
       h = layers.avg_pool(h)
     s = x
@@ -270,10 +316,16 @@ class ResNetDiscriminator(nnx.Module):
   def __init__(self, cfg: GANNetConfig, *, rngs: nnx.Rngs):
     c_in = cfg.data_shape[-1]
     ch = cfg.d_channels[0]
+    # Blocks 1-3 start with a norm: with batch norm, the convs feeding them
+    # need no bias.
+    feeds_bn = cfg.d_norm == "batch"
     self.blocks = nnx.List([
-        _ResBlockDown(c_in, ch, True, True, cfg, rngs=rngs),
-        _ResBlockDown(ch, ch, True, False, cfg, rngs=rngs),
-        _ResBlockDown(ch, ch, False, False, cfg, rngs=rngs),
+        _ResBlockDown(c_in, ch, True, True, cfg, rngs=rngs,
+                      bias_out=not feeds_bn),
+        _ResBlockDown(ch, ch, True, False, cfg, rngs=rngs,
+                      bias_out=not feeds_bn),
+        _ResBlockDown(ch, ch, False, False, cfg, rngs=rngs,
+                      bias_out=not feeds_bn),
         _ResBlockDown(ch, ch, False, False, cfg, rngs=rngs),
     ])
     self.head = _Projection(ch, cfg, rngs=rngs)

@@ -1,6 +1,7 @@
 """Layers the GAN networks share: spectrally normalized dense/conv/embedding
-layers and batch normalization from batch statistics (optionally class-
-conditional).
+layers and batch normalization (optionally class-conditional) that normalizes
+with its batch's statistics in training and with given ("standing") statistics
+at sampling time.
 
 Spectral normalization (Miyato et al., 2018) divides a weight by an estimate of
 its largest singular value, sigma(W) ~ u^T W v, refined by one power iteration
@@ -143,15 +144,28 @@ class Embed(nnx.Module):
     return table[y_B]
 
 
-class BatchNorm(nnx.Module):
-  """Normalizes with the statistics of the batch at hand, always.
+class BatchStats(nnx.Variable):
+  """A per-feature statistic [C] of a `BatchNorm`'s input (its mean or
+  variance), recorded from a batch or given to normalize with. It exists only
+  on a sampling-time copy of a network, never in its state or checkpoints."""
 
-  GAN generators sample with EMA weights, for which running statistics
-  gathered with the raw weights would be wrong; batch statistics are what the
-  weights were trained with. With `num_classes > 0` the scale and offset are
-  per class (conditional batch norm, the class input of a conditional
-  generator). Statistics run over every axis but the last (across devices too
-  when the batch is sharded: it is one global batch).
+
+class BatchNorm(nnx.Module):
+  """Batch normalization with three modes (`self.mode`):
+
+  - 'batch' (training, the default): normalizes with the statistics of the
+    batch at hand. Statistics run over every axis but the last (across devices
+    too when the batch is sharded: it is one global batch).
+  - 'record': the same, and keeps the batch's mean and variance [C] as
+    `BatchStats` variables `self.mean` and `self.var`.
+  - 'fixed': normalizes with `self.mean` and `self.var` (set beforehand), so
+    each example's output depends on that example alone.
+
+  There are no running averages: GAN generators sample with an EMA of their
+  weights, for which statistics gathered with the raw weights would be wrong.
+  `record_batch_stats` and `use_batch_stats` drive the two sampling modes on a
+  copy of a network. With `num_classes > 0` the scale and offset are per class
+  (conditional batch norm, the class input of a conditional generator).
   """
 
   def __init__(self, features: int, num_classes: int = 0, *,
@@ -162,13 +176,25 @@ class BatchNorm(nnx.Module):
     self.scale = nnx.Param(jnp.ones(shape))
     self.offset = nnx.Param(jnp.zeros(shape))
     self.conditional = bool(num_classes)
+    self.mode = "batch"
 
   def __call__(self, x: jax.Array, y_B: jax.Array | None = None) -> jax.Array:
-    axes = tuple(range(x.ndim - 1))
     xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axes, keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axes, keepdims=True)
-    h = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+    if self.mode == "fixed":
+      mean_C, var_C = self.mean[...], self.var[...]
+    else:
+      axes = tuple(range(x.ndim - 1))
+      mean_C = jnp.mean(xf, axes)
+      var_C = jnp.mean(jnp.square(xf - _per_feature(mean_C, x.ndim)), axes)
+      if self.mode == "record":
+        # nnx.data: the attributes hold Variables on this copy only.
+        self.mean = nnx.data(BatchStats(mean_C))
+        self.var = nnx.data(BatchStats(var_C))
+      elif self.mode != "batch":
+        raise ValueError(f"BatchNorm mode '{self.mode}' is not one of batch, "
+                         "record, fixed.")
+    h = ((xf - _per_feature(mean_C, x.ndim))
+         * _per_feature(jax.lax.rsqrt(var_C + self.eps), x.ndim))
     scale, offset = self.scale[...], self.offset[...]
     if self.conditional:  # [B, C] -> [B, 1, ..., 1, C]
       shape = (-1,) + (1,) * (x.ndim - 2) + (scale.shape[-1],)
@@ -176,6 +202,45 @@ class BatchNorm(nnx.Module):
     else:
       scale, offset = _per_feature(scale, x.ndim), _per_feature(offset, x.ndim)
     return (h * scale + offset).astype(x.dtype)
+
+
+BatchStatsDict = dict[str, tuple[jax.Array, jax.Array]]
+
+
+def batch_norms(module: nnx.Module) -> dict[str, BatchNorm]:
+  """Every `BatchNorm` in `module`, keyed by its path ('blocks/0/bn1')."""
+  return {"/".join(map(str, path)): m for path, m in nnx.iter_modules(module)
+          if isinstance(m, BatchNorm)}
+
+
+def record_batch_stats(module: nnx.Module, *args) -> BatchStatsDict:
+  """Runs `module(*args)` with batch statistics and returns each batch norm's
+  (mean [C], variance [C]) of that batch, keyed as `batch_norms` keys them.
+
+  Leaves `module`'s batch norms in 'record' mode: call it on a copy (e.g.
+  `nnx.merge(..., copy=True)` inside a jitted function). A batch norm called
+  more than once per pass records its last call.
+  """
+  norms = batch_norms(module)
+  for bn in norms.values():
+    bn.mode = "record"
+  module(*args)
+  return {name: (bn.mean[...], bn.var[...]) for name, bn in norms.items()}
+
+
+def use_batch_stats(module: nnx.Module, stats: BatchStatsDict) -> None:
+  """Makes every batch norm of `module` normalize with `stats[its path]`
+  (mean [C], variance [C]) instead of its batch's statistics. Mutates
+  `module`: call it on a copy."""
+  norms = batch_norms(module)
+  if set(norms) != set(stats):
+    raise ValueError(f"statistics for {sorted(stats)}, but the module's batch "
+                     f"norms are {sorted(norms)}.")
+  for name, bn in norms.items():
+    mean_C, var_C = stats[name]
+    bn.mean = nnx.data(BatchStats(mean_C))
+    bn.var = nnx.data(BatchStats(var_C))
+    bn.mode = "fixed"
 
 
 def depth_to_space(x_BHWC: jax.Array, r: int = 2) -> jax.Array:
