@@ -37,7 +37,9 @@ def model_defaults() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.arch = "glow"  # 'realnvp' | 'glow' | 'coupling_mlp' (2-D vectors)
   m.num_levels = 2  # scales of a multi-scale image flow
-  m.steps_per_level = 4  # Glow's K (flow steps per level; coupling_mlp: all)
+  # Glow: K flow steps per level; RealNVP: K checkerboard and K channel
+  # couplings per level (K + 1 checkerboard at the last); coupling_mlp: all.
+  m.steps_per_level = 4
   m.hidden = 64  # width of the coupling networks
   m.num_blocks = 0  # residual blocks per coupling network (RealNVP)
   m.coupling_scale = "sigmoid"  # 'tanh' (RealNVP) | 'sigmoid' (Glow)
@@ -69,6 +71,9 @@ class Flow(base.OneNetwork):
       raise UserError(f"--config.model.arch={m.arch} does not fit data of "
                       f"shape {shape}: realnvp/glow take images [H, W, C], "
                       "coupling_mlp takes vectors [D].")
+    for key in ("steps_per_level", "num_levels", "hidden"):
+      if m[key] < 1:
+        raise UserError(f"--config.model.{key}={m[key]}: must be >= 1.")
     if m.preprocess == "logit" and not 0 < m.logit_alpha < 0.5:
       raise UserError(f"--config.model.logit_alpha: must be in (0, 0.5), got "
                       f"{m.logit_alpha}.")

@@ -375,14 +375,10 @@ class GAN(base.Family):
   def sample(self, state, key, num, labels=None, sharding=None, progress=None):
     """G(z) of the EMA generator: images in [0, 1], or vectors."""
     del progress  # one compiled call
-    if self.num_classes and labels is None:
-      labels = np.arange(num) % self.num_classes
-    z = self._latents(key, num)
-    if labels is not None:
-      labels = jnp.asarray(labels, jnp.int32)
-    if sharding is not None:
-      z = jax.device_put(z, sharding)
-      labels = None if labels is None else jax.device_put(labels, sharding)
+    labels = base.class_labels(num, self.num_classes, labels, sharding)
+    # Drawn by a compiled call, so z is one global array on any number of
+    # processes.
+    z = jax.jit(lambda k: self._latents(k, num), out_shardings=sharding)(key)
     return self.generate(state, z, labels)
 
   def generate(self, state, z_BL: jax.Array, labels_B: jax.Array | None = None
@@ -435,16 +431,10 @@ class GAN(base.Family):
     return stats
 
   def visualize(self, state, batch, key):
-    n = self.config.eval.num_samples
     if not self.is_image:
+      n = self.config.eval.num_samples
       points = np.asarray(self.sample(state, key, max(n, 2500)))
       real = np.asarray(batch["image"])[np.asarray(batch["mask"]) > 0]
       return {"samples": grids.scatter_image(points, real)}
-    if self.num_classes:  # one row per class
-      cols = max(1, n // self.num_classes)
-      labels = np.repeat(np.arange(self.num_classes), cols)
-      images = np.asarray(self.sample(state, key, len(labels), labels))
-      return {"samples": grids.make_grid(images, ncols=cols)}
-    images = np.asarray(self.sample(state, key, n))
-    return {"samples": grids.make_grid(images)}
+    return {"samples": self.sample_grid(state, key)}
 
