@@ -133,16 +133,116 @@ def test_stratified_bound_is_exact_at_full_strata_and_unbiased():
   assert float(jnp.min(jnp.var(strat_draws, 0))) > 0  # it does sample
 
 
-def test_v_and_eps_predictions_are_consistent():
-  for prediction in ("eps", "v"):
-    fam = _family([f"model.prediction={prediction}"])
-    state = _state(fam)
-    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
-    t = jnp.array([0, 40, 99])
-    eps, x0 = _predict(fam, state.params, state.rest, x, t)
-    abar = schedules.at(fam.sched.alphas_cumprod, t)
-    np.testing.assert_allclose(jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * eps,
-                               x, atol=1e-4)
+def _abar(num_timesteps=100, beta_start=1e-4, beta_end=0.02):
+  """abar_t of a linear schedule (default: ddpm_mnist:smoke's), float64,
+  written out (t = 0..T-1)."""
+  return np.cumprod(1 - np.linspace(beta_start, beta_end, num_timesteps))
+
+
+def _uses_network(fam, module):
+  """Makes `fam` run `module` in place of its U-Net (the family merges its
+  `graphdef` with a state's parameters into the network it calls); returns
+  a train state holding the module's parameters."""
+  fam.graphdef, _, _ = nnx.split(module, nnx.Param, ...)
+  return base.new_train_state(module, fam.optimizer,
+                              fam.config.train.ema_decay)
+
+
+class _Oracle(nnx.Module):
+  """Outputs the training target of x_t for a known x_0, plus `error`.
+
+  eps is recovered from x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps; the target
+  is eps ('eps') or v = sqrt(abar) eps - sqrt(1 - abar) x_0 ('v').
+  """
+
+  def __init__(self, x0_BHWC, prediction, error=0.0):
+    self.x0 = nnx.Variable(jnp.asarray(x0_BHWC, jnp.float32))
+    self.abar = nnx.Variable(jnp.asarray(_abar(), jnp.float32))
+    self.error = nnx.Param(jnp.asarray(error, jnp.float32))
+    self.prediction = prediction
+
+  def __call__(self, x_BHWC, t_B, y_B=None, dropout_key=None):
+    del y_B, dropout_key
+    abar = self.abar[...][t_B][:, None, None, None]
+    x0 = self.x0[...]
+    eps = (x_BHWC - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+    if self.prediction == "eps":
+      target = eps
+    else:
+      target = jnp.sqrt(abar) * eps - jnp.sqrt(1 - abar) * x0
+    return target + self.error[...]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_predict_inverts_the_training_target(prediction):
+  """A network that outputs the true target (eps, or v = sqrt(abar) eps -
+  sqrt(1 - abar) x_0) at x_t = q_sample(x_0, t, eps) makes `predict` return
+  exactly that eps and x_0."""
+  fam = _family([f"model.prediction={prediction}"])
+  rng = np.random.default_rng(0)
+  x0 = rng.uniform(-1, 1, (3, 4, 4, 2)).astype(np.float32)
+  eps = rng.standard_normal((3, 4, 4, 2)).astype(np.float32)
+  t = np.array([0, 40, 99])
+  abar = _abar()[t][:, None, None, None]
+  xt = schedules.q_sample(fam.sched, x0, jnp.asarray(t), eps)
+  # (float32's 1 - abar at t = 0, 1e-4, is good to a few 1e-4 relative.)
+  np.testing.assert_allclose(xt, np.sqrt(abar) * x0 + np.sqrt(1 - abar) * eps,
+                             atol=1e-5)
+  target = eps if prediction == "eps" else (np.sqrt(abar) * eps
+                                            - np.sqrt(1 - abar) * x0)
+
+  def net(x, t_B, y=None):
+    assert y is None
+    np.testing.assert_array_equal(x, xt)
+    np.testing.assert_array_equal(t_B, t)
+    return jnp.asarray(target, jnp.float32)
+  eps_pred, x0_pred = fam.predict(net, xt, jnp.asarray(t))
+  np.testing.assert_allclose(eps_pred, eps, atol=1e-5)
+  np.testing.assert_allclose(x0_pred, x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_loss_is_zero_at_the_true_target_only(prediction):
+  """loss_terms' per-example squared error: ~0 for a network that outputs the
+  true target of the x_t it is given, `error`^2 for one that is off by
+  `error`, and > 0 for the other parameterization's target."""
+  fam = _family([f"model.prediction={prediction}"])
+  images = jax.random.randint(jax.random.key(0), (6, 28, 28, 1), 0, 256
+                              ).astype(jnp.uint8)
+  batch = {"image": images, "label": jnp.zeros((6,), jnp.int32)}
+  x0 = np.asarray(images, np.float32) / 127.5 - 1
+
+  def loss(oracle, training=True):
+    return np.asarray(fam.loss_terms(oracle, batch, jax.random.key(1),
+                                     training))
+  assert loss(_Oracle(x0, prediction)).max() < 1e-8
+  assert loss(_Oracle(x0, prediction), training=False).max() < 1e-8
+  np.testing.assert_allclose(loss(_Oracle(x0, prediction, error=0.1)), 0.01,
+                             rtol=1e-3)
+  other = {"eps": "v", "v": "eps"}[prediction]
+  assert loss(_Oracle(x0, other)).min() > 1e-4
+
+
+def test_random_flip_mirrors_some_training_images_only():
+  """With data.random_flip, training draws a horizontal mirror per image: the
+  network sees x_t of the mirrored x_0 for some rows and of x_0 for the
+  others; eval (training=False) never flips."""
+  fam = _family(["data.random_flip=True"])
+  b = 16
+  images = jax.random.randint(jax.random.key(0), (b, 28, 28, 1), 0, 256
+                              ).astype(jnp.uint8)
+  batch = {"image": images, "label": jnp.zeros((b,), jnp.int32)}
+  x0 = np.asarray(images, np.float32) / 127.5 - 1
+
+  def loss(x0_seen, training):
+    return np.asarray(fam.loss_terms(_Oracle(x0_seen, "eps"), batch,
+                                     jax.random.key(2), training))
+  as_is, mirrored = loss(x0, True) < 1e-8, loss(x0[:, :, ::-1], True) < 1e-8
+  np.testing.assert_array_equal(as_is, ~mirrored)  # each row one or the other
+  assert 0 < mirrored.sum() < b
+  assert np.all(loss(x0, False) < 1e-8)
+  fam = _family()  # data.random_flip=False: training does not flip either
+  assert np.all(loss(x0, True) < 1e-8)
 
 
 def test_guidance_scale_zero_is_the_unconditional_model():
@@ -179,6 +279,101 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
   a = fam.sample(state, jax.random.key(5), 2)
   b = fam.sample(state, jax.random.key(5), 2)
   np.testing.assert_array_equal(a, b)  # a fixed key fixes the samples
+
+
+class _KnownNet(nnx.Module):
+  """A stand-in eps-network with a closed form: w x + c cos(t / 3)."""
+
+  W, C = 0.6, 0.4
+
+  def __init__(self):
+    self.w = nnx.Param(jnp.asarray(self.W, jnp.float32))
+    self.c = nnx.Param(jnp.asarray(self.C, jnp.float32))
+
+  def __call__(self, x_BHWC, t_B, y_B=None, dropout_key=None):
+    del y_B, dropout_key
+    return (self.w[...] * x_BHWC
+            + self.c[...] * jnp.cos(t_B / 3.0)[:, None, None, None])
+
+
+# A short chain (T = 10, abar_T = 0.34) whose x_0 predictions often leave
+# [-1, 1]; _reference_chain writes out the same schedule.
+SHORT_CHAIN = ("model.num_timesteps=10", "model.beta_start=1e-3",
+               "model.beta_end=0.2", "sample.steps_per_call=5")
+
+
+def _reference_chain(x, ts, t_prevs, noise, sampler, variance, eta, clip):
+  """The reverse steps ts -> t_prevs of _KnownNet's sampler, float64 numpy,
+  from the papers' equations; `noise(t)` is the z of the step from t."""
+  betas = np.linspace(1e-3, 0.2, 10)  # SHORT_CHAIN's schedule
+  alphas = 1 - betas
+  abar = np.cumprod(alphas)
+  for t, t_prev in zip(ts, t_prevs):
+    eps = _KnownNet.W * x + _KnownNet.C * math.cos(t / 3)
+    x0 = (x - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
+    if clip:  # eps is re-derived from the clipped x_0
+      x0 = np.clip(x0, -1, 1)
+      eps = (x - math.sqrt(abar[t]) * x0) / math.sqrt(1 - abar[t])
+    abar_prev = abar[t_prev] if t_prev >= 0 else 1.0
+    if sampler == "ddpm":  # Ho et al. (2020), eqs. 6-7
+      assert t_prev == t - 1
+      mean = (math.sqrt(abar_prev) * betas[t] / (1 - abar[t]) * x0
+              + math.sqrt(alphas[t]) * (1 - abar_prev) / (1 - abar[t]) * x)
+      var = (betas[t] if variance == "fixed_large"
+             else (1 - abar_prev) / (1 - abar[t]) * betas[t])
+      x = (mean + math.sqrt(var) * noise(t)) if t > 0 else mean
+    else:  # Song et al. (2021), eqs. 12 and 16
+      sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar[t])
+                              * (1 - abar[t] / abar_prev))
+      x = (math.sqrt(abar_prev) * x0
+           + math.sqrt(1 - abar_prev - sigma**2) * eps + sigma * noise(t))
+  return x
+
+
+@pytest.mark.parametrize("sampler,variance,eta,clip", [
+    ("ddpm", "fixed_large", 0.0, True), ("ddpm", "fixed_small", 0.0, True),
+    ("ddpm", "fixed_large", 0.0, False), ("ddim", "fixed_large", 0.0, True),
+    ("ddim", "fixed_large", 1.0, True), ("ddim", "fixed_large", 1.0, False)])
+def test_reverse_steps_match_the_papers_equations(sampler, variance, eta,
+                                                  clip):
+  """One reverse step from the middle of the chain, the last step, and
+  `sample`'s whole chain (its noise: x_T from the first half of the key, the
+  z of the step from t from fold_in(second half, t); chunks of 5 steps)
+  against _reference_chain."""
+  steps = 0 if sampler == "ddpm" else 4
+  fam = _family([*SHORT_CHAIN, f"model.variance={variance}",
+                 f"sample.sampler={sampler}", f"sample.num_steps={steps}",
+                 f"sample.eta={eta}", f"sample.clip_denoised={clip}"])
+  state = _uses_network(fam, _KnownNet())
+  ts = (list(range(9, -1, -1)) if sampler == "ddpm"
+        else [int(t) for t in schedules.ddim_timesteps(10, steps)])
+  t_prevs = ts[1:] + [-1]
+  shape = (3, 28, 28, 1)
+
+  def reference(x, key, ts, t_prevs, clip=clip):
+    noise = lambda t: np.asarray(
+        jax.random.normal(jax.random.fold_in(key, t), shape), np.float64)
+    return _reference_chain(np.asarray(x, np.float64), ts, t_prevs, noise,
+                            sampler, variance, eta, clip)
+
+  run = fam._chunk_fn(sampler)
+  x = jax.random.normal(jax.random.key(4), shape)
+  key = jax.random.key(3)
+  for i in (1, len(ts) - 1):
+    got = run(state.params, state.rest, jnp.array(x), None,
+              jnp.asarray(ts[i:i + 1]), jnp.asarray(t_prevs[i:i + 1]), key)
+    want = reference(x, key, ts[i:i + 1], t_prevs[i:i + 1])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  # The x_0 predictions do leave [-1, 1], so clipping matters here.
+  assert np.abs(reference(x, key, ts[1:2], t_prevs[1:2], clip=True)
+                - reference(x, key, ts[1:2], t_prevs[1:2], clip=False)
+                ).max() > 0.05
+
+  images = fam.sample(state, jax.random.key(5), shape[0])
+  noise_key, chain_key = jax.random.split(jax.random.key(5))
+  x_T = jax.random.normal(noise_key, shape)
+  want = np.clip((reference(x_T, chain_key, ts, t_prevs) + 1) / 2, 0, 1)
+  np.testing.assert_allclose(images, want, atol=1e-5)
 
 
 def test_ddim_timesteps():

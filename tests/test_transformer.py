@@ -1,5 +1,7 @@
 """Sequence models: causality, the KV cache, decoding filters, LoRA."""
 
+import re
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -253,6 +255,33 @@ def test_lora_starts_as_the_base_model_and_merges_exactly():
   assert not nnx.state(merged, nnx.LoRAParam)
   np.testing.assert_allclose(_jit(forward, merged)(tokens), with_adapters,
                              atol=1e-5)
+
+
+def test_remat_recomputes_blocks_without_changing_gradients():
+  """model.remat: the gradient's program recomputes each block (one
+  checkpointed call per layer, none without remat), and the loss and its
+  gradients are those of the plain model."""
+  tokens = _tokens((2, T))
+  results = {}
+  for remat in (False, True):
+    graphdef, params, rest = nnx.split(_transformer(remat=remat), nnx.Param,
+                                       ...)
+
+    def loss(p):
+      logits = nnx.merge(graphdef, p, rest)(tokens[:, :-1])
+      logp = jax.nn.log_softmax(logits)
+      return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+    grad_fn = jax.value_and_grad(loss)
+    program = str(jax.make_jaxpr(grad_fn)(params))
+    checkpointed = re.findall(r"\b(?:remat|checkpoint)\w*\[", program)
+    assert len(checkpointed) == (2 if remat else 0), checkpointed
+    results[remat] = jax.jit(grad_fn, compiler_options=FAST_COMPILE)(params)
+  (loss_plain, grads_plain), (loss_remat, grads_remat) = (results[False],
+                                                          results[True])
+  np.testing.assert_allclose(loss_remat, loss_plain, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               grads_remat, grads_plain)
+  assert float(jnp.abs(jnp.asarray(loss_plain))) > 1.0  # a real loss
 
 
 def test_param_count_formula():
