@@ -188,7 +188,7 @@ def generate(run: Run, state: PyTree, num: int, key: jax.Array,
   with progress; returns them on the host and the seconds per sample."""
   per_call = run.data.eval_batch_size  # a multiple of the batch shards
   sharding = parallel.batch_sharding(run.mesh)
-  progress = log_lib.Progress("sampled", num, " images")
+  progress = log_lib.Progress("sampled", num, " samples")
   chunks, t0 = [], time.time()
   for start in range(0, num, per_call):
     batch_labels = None if labels is None else np.resize(

@@ -13,7 +13,6 @@ from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.errors import UserError
 from gen_jax.families import base
-from gen_jax.families import diffusion
 from gen_jax.families import likelihoods
 from gen_jax.families import schedules
 from gen_jax.models import unet

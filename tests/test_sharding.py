@@ -23,7 +23,7 @@ CASES = {
     "vae": ("vae_mnist:smoke", "loss", ()),
     "classifier": ("mnist_classifier:smoke", "loss", ()),
     "flow": ("glow_mnist:smoke", "bits_per_dim", ()),
-    "pixelcnn": ("pixelcnn_mnist:smoke", "loss", ()),
+    "pixelcnn": ("pixelcnn_mnist:cond-smoke", "loss", ()),
     "diffusion": ("ddpm_mnist:smoke", "loss", ()),
     "transformer": ("transformer_code:smoke", "loss", ("data.seq_len=16",)),
     "lstm": ("lstm_code:smoke", "loss", ("data.seq_len=16",)),

@@ -1,19 +1,15 @@
-"""The trainer in-process: sharding equivalence, resume equivalence, errors, logs."""
+"""The trainer in-process: resume equivalence, errors, logs (1 vs 8 devices:
+test_sharding.py)."""
 
 import json
 
 import chex
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from gen_jax import config as config_lib
-from gen_jax import families
 from gen_jax import train
 from gen_jax.errors import UserError
-
-from conftest import train_on_devices
 
 
 def smoke_config(data_dir, *overrides):
@@ -26,22 +22,6 @@ def smoke_config(data_dir, *overrides):
 def restore_params(workdir, step):
   path = f"{workdir}/checkpoints/{step}/state"
   return ocp.StandardCheckpointer().restore(path)
-
-
-def test_train_step_same_on_1_and_8_devices(data_dir):
-  config = smoke_config(data_dir)
-  family = families.build(config)
-  rng = np.random.default_rng(0)
-  batches = [{"image": rng.integers(0, 256, (32, 28, 28, 1), np.uint8),
-              "label": rng.integers(0, 10, (32,)).astype(np.int32)}
-             for _ in range(3)]
-  results = {}
-  for n in (1, 8):
-    losses, state = train_on_devices(family, batches, n, ["loss"])
-    results[n] = (losses[:, 0], state.params)
-  np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-5)
-  chex.assert_trees_all_close(results[1][1], results[8][1], rtol=1e-4,
-                              atol=1e-6)
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
