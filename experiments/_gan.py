@@ -29,8 +29,8 @@ def model_defaults() -> ml_collections.ConfigDict:
 
 
 def sample_defaults() -> ml_collections.ConfigDict:
-  """Every `config.sample` key of the GAN family; experiments set
-  `c.sample = _gan.sample_defaults()` and edit it."""
+  """The GAN family's own `config.sample` keys; experiments add them to the
+  shared ones with `c.sample.update(_gan.sample_defaults())`."""
   s = ml_collections.ConfigDict()
   # Batches of fresh latents whose generator batch-norm statistics, averaged,
   # normalize every sample ("standing statistics"). 0: each sampled batch

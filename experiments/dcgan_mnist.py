@@ -31,7 +31,7 @@ def get_config():
   c.model.g_norm = "batch"
   c.model.d_norm = "batch"
 
-  c.sample = _gan.sample_defaults()  # standing batch-norm statistics
+  c.sample.update(_gan.sample_defaults())  # standing batch-norm statistics
 
   c.train.num_steps = 4000
   c.train.learning_rate = 2e-4

@@ -45,7 +45,7 @@ def get_config(variants=()):
   c.model.maxout = 5
   c.model.g_norm = "batch"
 
-  c.sample = _gan.sample_defaults()  # standing batch-norm statistics
+  c.sample.update(_gan.sample_defaults())  # standing batch-norm statistics
 
   c.train.num_steps = 25_000
   c.train.learning_rate = 1e-4

@@ -44,7 +44,7 @@ def get_config(variants=()):
   c.model.d_norm = "none"
   c.model.spectral_norm = True
 
-  c.sample = _gan.sample_defaults()  # standing batch-norm statistics
+  c.sample.update(_gan.sample_defaults())  # standing batch-norm statistics
 
   c.train.num_steps = 50_000
   c.train.learning_rate = 2e-4
