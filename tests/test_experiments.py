@@ -22,19 +22,21 @@ _NO_DATA = ("cifar10",)
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
-  return write_gpt2_checkpoint(tmp_path_factory.mktemp("gpt2"))
+  # GPT-2's context of 1024 positions: the default windows (256) fit.
+  return write_gpt2_checkpoint(tmp_path_factory.mktemp("gpt2"),
+                               n_positions=1024)
 
 
 @pytest.mark.parametrize("name", config_lib.list_experiments())
 def test_default_config_lays_out_on_8_devices(name, data_dir, gpt2_dir):
   overrides = [f"data.data_dir={data_dir}"]
   config = config_lib.get_config(name, overrides)
-  if config.get("init_from", None) is not None and config.data.vocab == "gpt2":
+  if config.get("init_from", None) is not None and config.data.get("vocab") == "gpt2":
     config = config_lib.get_config(name, overrides + [f"init_from={gpt2_dir}"])
   mesh = parallel.make_mesh(config, jax.devices()[:DEVICES])
   eval_rows = pipeline.padded_size(config.data.eval_batch_size, DEVICES)
   assert eval_rows % DEVICES == 0 and eval_rows >= config.data.eval_batch_size
-  if config.data.name in _NO_DATA or config.data.vocab == "gpt2":
+  if config.data.name in _NO_DATA or config.data.get("vocab") == "gpt2":
     # The family alone (the data is not on this machine, or its BPE
     # encoding of the whole corpus would dominate the test).
     tokenizer = (tokenizers.make(config) if config.data.name in text.NAMES
