@@ -9,9 +9,12 @@ and IWAE NLL are still reported with beta = 1, so they compare with vae_mnist.
 
 from gen_jax import config as config_lib
 
+_vae_mnist = config_lib.load_module("vae_mnist")
+smoke = _vae_mnist.smoke
 
-def get_config(arg=None):
-  c = config_lib.load_module("vae_mnist").get_config(arg)
+
+def get_config():
+  c = _vae_mnist.get_config()
   c.model.beta = 4.0
   c.model.latent_dim = 10
   return c

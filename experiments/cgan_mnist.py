@@ -14,19 +14,15 @@ precision/recall.
 
 from gen_jax import config as config_lib
 
+_dcgan_mnist = config_lib.load_module("dcgan_mnist")
+smoke = _dcgan_mnist.smoke
 
-def get_config(arg=None):
-  c = config_lib.load_module("dcgan_mnist").get_config()
+
+def get_config():
+  c = _dcgan_mnist.get_config()
   c.model.loss = "hinge"
   c.model.num_classes = 10
   c.model.spectral_norm = True
   c.model.d_norm = "none"
   c.eval.num_samples = 80  # 8 per class
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.g_channels = (16, 8)
-    c.model.d_channels = (8, 16)
-    c.eval.quality_samples = 0
-  elif arg:
-    raise ValueError(f"cgan_mnist takes no argument but 'smoke', got '{arg}'.")
   return c

@@ -9,12 +9,20 @@ likelihood, so it is not directly comparable with vae_mnist's -log p(x).
 
 from gen_jax import config as config_lib
 
+_vae_mnist = config_lib.load_module("vae_mnist")
 
-def get_config(arg=None):
-  c = config_lib.load_module("vae_mnist").get_config(arg)
+
+def get_config():
+  c = _vae_mnist.get_config()
   c.model.num_classes = 10
   # A smaller latent than vae_mnist's: the label carries the class, so z needs
   # only the style, and prior samples then follow the label they are given.
   c.model.latent_dim = 16
   c.eval.num_samples = 100  # 10 classes x 10
+  return c
+
+
+def smoke(c):
+  _vae_mnist.smoke(c)
+  c.eval.num_samples = 100  # the grid of one row per class
   return c

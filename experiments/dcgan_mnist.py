@@ -12,16 +12,17 @@ precision/recall of 1,000 samples against the held-out digits.
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import gan
+
+_gan = config_lib.load_module("_gan")
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "gan"
   c.data.name = "mnist"
   c.data.batch_size = 64
 
-  c.model = gan.model_defaults()
+  c.model = _gan.model_defaults()
   c.model.arch = "dcgan"
   c.model.loss = "non_saturating"
   c.model.latent_dim = 100
@@ -30,7 +31,7 @@ def get_config(arg=None):
   c.model.g_norm = "batch"
   c.model.d_norm = "batch"
 
-  c.sample = gan.sample_defaults()  # standing batch-norm statistics
+  c.sample.update(_gan.sample_defaults())  # standing batch-norm statistics
 
   c.train.num_steps = 4000
   c.train.learning_rate = 2e-4
@@ -46,11 +47,11 @@ def get_config(arg=None):
   c.eval.num_samples = 64
   c.eval.quality_samples = 1000
   c.eval.quality_features = "mnist_classifier"
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.g_channels = (16, 8)
-    c.model.d_channels = (8, 16)
-    c.eval.quality_samples = 0
-  elif arg:
-    raise ValueError(f"dcgan_mnist takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.g_channels = (16, 8)
+  c.model.d_channels = (8, 16)
+  c.eval.quality_samples = 0
   return c

@@ -15,11 +15,19 @@ intended classes.
 
 from gen_jax import config as config_lib
 
+_ddpm_mnist = config_lib.load_module("ddpm_mnist")
 
-def get_config(arg=None):
-  c = config_lib.load_module("ddpm_mnist").get_config(arg)
+
+def get_config():
+  c = _ddpm_mnist.get_config()
   c.model.num_classes = 10
   c.model.label_dropout = 0.1
   c.sample.guidance_scale = 2.0
   c.eval.num_samples = 100  # 10 classes x 10
+  return c
+
+
+def smoke(c):
+  _ddpm_mnist.smoke(c)
+  c.eval.num_samples = 100  # the grid of one row per class
   return c

@@ -18,7 +18,7 @@ Inception weights file.
 from gen_jax import config as config_lib
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.load_module("ddpm_mnist").get_config()
   c.data.name = "cifar10"
   c.data.image_shape = (32, 32, 3)
@@ -50,19 +50,18 @@ def get_config(arg=None):
   c.eval.periodic_vlb_timesteps = 10
   c.eval.quality_samples = 50_000
   c.eval.quality_features = "inception_v3"
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.channels = 16
-    c.model.channel_mults = (1, 2)
-    c.model.num_res_blocks = 1
-    c.model.num_groups = 8
-    c.model.num_timesteps = 100
-    c.sample.sampler = "ddim"
-    c.sample.num_steps = 5
-    c.eval.vlb_timesteps = 4
-    c.eval.periodic_vlb_timesteps = 2
-    c.eval.quality_samples = 0
-  elif arg:
-    raise ValueError(f"ddpm_cifar10 takes no argument but 'smoke', got "
-                     f"'{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.channels = 16
+  c.model.channel_mults = (1, 2)
+  c.model.num_res_blocks = 1
+  c.model.num_groups = 8
+  c.model.num_timesteps = 100
+  c.sample.sampler = "ddim"
+  c.sample.num_steps = 5
+  c.eval.vlb_timesteps = 4
+  c.eval.periodic_vlb_timesteps = 2
+  c.eval.quality_samples = 0
   return c

@@ -16,7 +16,7 @@ recall.
 from gen_jax import config as config_lib
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "diffusion"
   c.data.name = "mnist"
@@ -64,16 +64,16 @@ def get_config(arg=None):
   c.eval.periodic_vlb_timesteps = 5
   c.eval.quality_samples = 1000
   c.eval.quality_features = "mnist_classifier"
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.channels = 8
-    c.model.num_groups = 4
-    c.model.num_res_blocks = 1
-    c.model.num_timesteps = 100
-    c.sample.num_steps = 5
-    c.eval.vlb_timesteps = 4
-    c.eval.periodic_vlb_timesteps = 2
-    c.eval.quality_samples = 0
-  elif arg:
-    raise ValueError(f"ddpm_mnist takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.channels = 8
+  c.model.num_groups = 4
+  c.model.num_res_blocks = 1
+  c.model.num_timesteps = 100
+  c.sample.num_steps = 5
+  c.eval.vlb_timesteps = 4
+  c.eval.periodic_vlb_timesteps = 2
+  c.eval.quality_samples = 0
   return c

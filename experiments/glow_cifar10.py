@@ -13,10 +13,11 @@ a GPU or TPU for the full model (44.8M parameters).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import flow
+
+_flow = config_lib.load_module("_flow")
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "flow"
   c.data.name = "cifar10"
@@ -25,7 +26,7 @@ def get_config(arg=None):
   c.data.batch_size = 64
   c.data.eval_batch_size = 500
 
-  c.model = flow.model_defaults()
+  c.model = _flow.model_defaults()
   c.model.arch = "glow"
   c.model.num_levels = 3
   c.model.steps_per_level = 32
@@ -43,11 +44,10 @@ def get_config(arg=None):
   c.train.ckpt_every = 5000
   c.train.sample_every = 20_000
   c.sample.temperature = 0.7  # the sample grid; bits/dim do not depend on it
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.steps_per_level = 2
-    c.model.hidden = 16
-  elif arg:
-    raise ValueError(f"glow_cifar10 takes no argument but 'smoke', got "
-                     f"'{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.steps_per_level = 2
+  c.model.hidden = 16
   return c

@@ -18,16 +18,17 @@ table).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import flow
+
+_flow = config_lib.load_module("_flow")
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "flow"
   c.data.name = "mnist"
   c.data.batch_size = 64
 
-  c.model = flow.model_defaults()
+  c.model = _flow.model_defaults()
   c.model.arch = "glow"
   c.model.num_levels = 2
   c.model.steps_per_level = 4
@@ -46,10 +47,10 @@ def get_config(arg=None):
   c.train.ckpt_every = 500
   c.train.sample_every = 1000
   c.sample.temperature = 0.7  # the sample grid; bits/dim do not depend on it
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.steps_per_level = 1
-    c.model.hidden = 8
-  elif arg:
-    raise ValueError(f"glow_mnist takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.steps_per_level = 1
+  c.model.hidden = 8
   return c

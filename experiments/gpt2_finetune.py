@@ -20,18 +20,21 @@ only they train; lr 1e-3), smoke (a run of seconds).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import autoregressive
+
+_text = config_lib.load_module("_text")
+
+VARIANTS = ("lora",)
 
 
-def get_config(arg=None):
-  c = autoregressive.add_text_defaults(config_lib.base_config())
+def get_config(variants=()):
+  c = _text.add_text_defaults(config_lib.base_config())
   c.data.name = "tiny_shakespeare"
   c.data.vocab = "gpt2"
   c.data.seq_len = 256
   c.data.batch_size = 32
   c.data.eval_batch_size = 32
 
-  c.model = autoregressive.finetune_defaults()  # the rest: from init_from
+  c.model = _text.finetune_defaults()  # the rest: from init_from
   c.model.dropout = 0.0
 
   c.train.num_steps = 200
@@ -48,16 +51,14 @@ def get_config(arg=None):
   c.sample.max_new_tokens = 128
   c.sample.temperature = 0.8
   c.sample.top_k = 40
-  args = set((arg or "").split("-")) - {""}
-  unknown = args - {"lora", "smoke"}
-  if unknown:
-    raise ValueError(f"gpt2_finetune takes 'lora' and 'smoke' (joined by "
-                     f"'-'), got '{arg}'.")
-  if "lora" in args:
+  if "lora" in variants:
     c.model.lora_rank = 8
     c.model.lora_alpha = 16.0
     c.train.learning_rate = 1e-3
-  if "smoke" in args:
-    autoregressive.smoke(c)
-    c.data.seq_len = 16
+  return c
+
+
+def smoke(c):
+  _text.smoke(c)
+  c.data.seq_len = 16
   return c

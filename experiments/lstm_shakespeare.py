@@ -12,18 +12,20 @@ Arguments: smoke (a run of seconds).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import autoregressive
+
+_text = config_lib.load_module("_text")
+smoke = _text.smoke
 
 
-def get_config(arg=None):
-  c = autoregressive.add_text_defaults(config_lib.base_config())
+def get_config():
+  c = _text.add_text_defaults(config_lib.base_config())
   c.data.name = "tiny_shakespeare"
   c.data.vocab = "char"
   c.data.seq_len = 128
   c.data.batch_size = 64
   c.data.eval_batch_size = 64
 
-  c.model = autoregressive.lstm_defaults()
+  c.model = _text.lstm_defaults()
   c.model.embed_dim = 128
   c.model.hidden = 512
   c.model.num_layers = 2
@@ -43,8 +45,4 @@ def get_config(arg=None):
   c.sample.prompts = ("\n", "ROMEO:")
   c.sample.max_new_tokens = 250
   c.sample.temperature = 0.8
-  if arg == "smoke":
-    autoregressive.smoke(c)
-  elif arg:
-    raise ValueError(f"lstm_shakespeare takes 'smoke', got '{arg}'.")
   return c

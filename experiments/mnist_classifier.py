@@ -14,7 +14,7 @@ MnistClassifierFeatures(workdir)` then reads its features and logits.
 from gen_jax import config as config_lib
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "classifier"
   c.data.name = "mnist"
@@ -36,11 +36,10 @@ def get_config(arg=None):
   c.train.eval_every = 600
   c.train.ckpt_every = 600
   c.train.sample_every = 1200
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.channels = (8, 16)
-    c.model.feature_dim = 32
-  elif arg:
-    raise ValueError(
-        f"mnist_classifier takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.channels = (8, 16)
+  c.model.feature_dim = 32
   return c

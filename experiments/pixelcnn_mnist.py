@@ -22,7 +22,10 @@ Arguments (combine with '-', e.g. ':cond-smoke'):
 from gen_jax import config as config_lib
 
 
-def get_config(arg=None):
+VARIANTS = ("binarized", "cond")
+
+
+def get_config(variants=()):
   c = config_lib.base_config()
   c.family = "pixelcnn"
   c.data.name = "mnist"
@@ -62,20 +65,17 @@ def get_config(arg=None):
   # (the same compiled loop), with progress reported in between.
   c.sample.rows_per_call = 0
   c.eval.num_samples = 16  # 784 network passes per picture
-  args = set((arg or "").split("-")) - {""}
-  unknown = args - {"binarized", "cond", "smoke"}
-  if unknown:
-    raise ValueError(f"pixelcnn_mnist takes 'binarized', 'cond' and 'smoke' "
-                     f"(joined by '-'), got '{arg}'.")
-  if "binarized" in args:
+  if "binarized" in variants:
     c.model.likelihood = "bernoulli"
-  if "cond" in args:
+  if "cond" in variants:
     c.model.num_classes = 10
     c.eval.num_samples = 20  # 10 classes x 2
-  if "smoke" in args:
-    config_lib.smoke(c)
-    c.model.channels = 8
-    c.model.num_layers = 2
-    c.model.head_channels = 8
-    c.eval.num_samples = 4 if "cond" not in args else 10
+  return c
+
+
+def smoke(c):
+  c.model.channels = 8
+  c.model.num_layers = 2
+  c.model.head_channels = 8
+  c.eval.num_samples = 10 if c.model.num_classes else 4  # cond: one per class
   return c

@@ -15,16 +15,17 @@ paper's table).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import flow
+
+_flow = config_lib.load_module("_flow")
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "flow"
   c.data.name = "mnist"
   c.data.batch_size = 64
 
-  c.model = flow.model_defaults()
+  c.model = _flow.model_defaults()
   c.model.arch = "realnvp"
   c.model.num_levels = 2
   c.model.steps_per_level = 3  # couplings of each kind per level (last: + 1)
@@ -44,10 +45,9 @@ def get_config(arg=None):
   c.train.ckpt_every = 500
   c.train.sample_every = 1000
   c.sample.temperature = 1.0
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.model.hidden = 8
-  elif arg:
-    raise ValueError(f"realnvp_mnist takes no argument but 'smoke', got "
-                     f"'{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.model.hidden = 8
   return c

@@ -9,6 +9,9 @@ class-conditional model of Miyato & Koyama (2018): conditional batch norm and a
 projection discriminator (reported: IS 8.62, FID 17.5). Needs TFDS 'cifar10'
 prepared (tfds build cifar10) and, for FID/IS, the Inception weights file.
 
+Arguments (combine with '-', e.g. ':cond-smoke'): cond (class-conditional),
+smoke (a run of seconds).
+
   python -m gen_jax.main --exp=sngan_cifar10 --workdir=runs/sngan_cifar10 \
       --config.eval.inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
   python -m gen_jax.main --exp=sngan_cifar10:cond --workdir=runs/sngan_cifar10_cond
@@ -16,10 +19,13 @@ prepared (tfds build cifar10) and, for FID/IS, the Inception weights file.
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import gan
+
+_gan = config_lib.load_module("_gan")
+
+VARIANTS = ("cond",)
 
 
-def get_config(arg=None):
+def get_config(variants=()):
   c = config_lib.base_config()
   c.family = "gan"
   c.data.name = "cifar10"
@@ -27,7 +33,7 @@ def get_config(arg=None):
   c.data.batch_size = 5 * 64  # 5 discriminator updates of 64
   c.data.eval_batch_size = 500
 
-  c.model = gan.model_defaults()
+  c.model = _gan.model_defaults()
   c.model.arch = "resnet"
   c.model.loss = "hinge"
   c.model.n_critic = 5
@@ -38,7 +44,7 @@ def get_config(arg=None):
   c.model.d_norm = "none"
   c.model.spectral_norm = True
 
-  c.sample = gan.sample_defaults()  # standing batch-norm statistics
+  c.sample.update(_gan.sample_defaults())  # standing batch-norm statistics
 
   c.train.num_steps = 50_000
   c.train.learning_rate = 2e-4
@@ -55,17 +61,16 @@ def get_config(arg=None):
   c.eval.num_samples = 100
   c.eval.quality_samples = 50_000
   c.eval.quality_features = "inception_v3"
-  if arg in ("smoke", "cond_smoke"):
-    config_lib.smoke(c)
-    c.data.batch_size = 5 * 8
-    c.data.eval_batch_size = 40
-    c.eval.num_examples = 40
-    c.model.g_channels = (16,)
-    c.model.d_channels = (16,)
-    c.eval.quality_samples = 0
-  elif arg not in (None, "", "cond"):
-    raise ValueError("sngan_cifar10 takes 'cond', 'smoke' or 'cond_smoke', "
-                     f"got '{arg}'.")
-  if arg in ("cond", "cond_smoke"):
+  if "cond" in variants:
     c.model.num_classes = 10
+  return c
+
+
+def smoke(c):
+  c.data.batch_size = 5 * 8
+  c.data.eval_batch_size = 40
+  c.eval.num_examples = 40
+  c.model.g_channels = (16,)
+  c.model.d_channels = (16,)
+  c.eval.quality_samples = 0
   return c

@@ -17,18 +17,22 @@ smoke (a run of seconds).
 """
 
 from gen_jax import config as config_lib
-from gen_jax.families import autoregressive
+
+_text = config_lib.load_module("_text")
+smoke = _text.smoke
+
+VARIANTS = ("rotary",)
 
 
-def get_config(arg=None):
-  c = autoregressive.add_text_defaults(config_lib.base_config())
+def get_config(variants=()):
+  c = _text.add_text_defaults(config_lib.base_config())
   c.data.name = "python_stdlib"
   c.data.vocab = "byte"
   c.data.seq_len = 128
   c.data.batch_size = 32
   c.data.eval_batch_size = 64
 
-  c.model = autoregressive.transformer_defaults()
+  c.model = _text.transformer_defaults()
   c.model.context_length = 128
   c.model.num_layers = 4
   c.model.num_heads = 4
@@ -52,14 +56,7 @@ def get_config(arg=None):
   c.sample.prompts = ("def ", "class ", "import ", "")
   c.sample.max_new_tokens = 100
   c.sample.temperature = 0.8
-  args = set((arg or "").split("-")) - {""}
-  unknown = args - {"rotary", "smoke"}
-  if unknown:
-    raise ValueError(f"transformer_code takes 'rotary' and 'smoke' (joined "
-                     f"by '-'), got '{arg}'.")
-  if "rotary" in args:
+  if "rotary" in variants:
     c.model.positions = "rotary"
-  if "smoke" in args:
-    autoregressive.smoke(c)
   return c
 

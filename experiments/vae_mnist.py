@@ -12,7 +12,7 @@ Reports the ELBO and the IWAE NLL estimate (k=1000) on the held-out split.
 from gen_jax import config as config_lib
 
 
-def get_config(arg=None):
+def get_config():
   c = config_lib.base_config()
   c.family = "vae"
   c.data.name = "mnist"
@@ -36,10 +36,10 @@ def get_config(arg=None):
 
   c.eval.num_importance_samples = 1000  # final eval and --mode=eval
   c.eval.periodic_importance_samples = 50  # evals during training
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.eval.num_importance_samples = 20
-    c.eval.periodic_importance_samples = 5
-  elif arg:
-    raise ValueError(f"vae_mnist takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  c.eval.num_importance_samples = 20
+  c.eval.periodic_importance_samples = 5
   return c

@@ -15,17 +15,16 @@ prepared and, for IS/FID, the Inception weights file.
 
 from gen_jax import config as config_lib
 
+_sngan_cifar10 = config_lib.load_module("sngan_cifar10")
+smoke = _sngan_cifar10.smoke
 
-def get_config(arg=None):
-  if arg not in (None, "", "smoke"):
-    raise ValueError(
-        f"wgan_gp_cifar10 takes no argument but 'smoke', got '{arg}'.")
-  c = config_lib.load_module("sngan_cifar10").get_config(arg)
+
+def get_config():
+  c = _sngan_cifar10.get_config()
   c.model.loss = "wgan_gp"
   c.model.gp_weight = 10.0
   c.model.spectral_norm = False
-  if arg != "smoke":
-    c.model.g_channels = (128,)
-    c.model.d_channels = (128,)
-    c.train.num_steps = 100_000
+  c.model.g_channels = (128,)
+  c.model.d_channels = (128,)
+  c.train.num_steps = 100_000
   return c

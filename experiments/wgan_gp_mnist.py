@@ -12,9 +12,11 @@ update; its batch of 5 x 32 digits feeds the five critic updates.
 
 from gen_jax import config as config_lib
 
+_dcgan_mnist = config_lib.load_module("dcgan_mnist")
 
-def get_config(arg=None):
-  c = config_lib.load_module("dcgan_mnist").get_config()
+
+def get_config():
+  c = _dcgan_mnist.get_config()
   c.data.batch_size = 5 * 32
 
   c.model.loss = "wgan_gp"
@@ -31,13 +33,10 @@ def get_config(arg=None):
   c.train.eval_every = 1000
   c.train.ckpt_every = 500
   c.train.sample_every = 500
-  if arg == "smoke":
-    config_lib.smoke(c)
-    c.data.batch_size = 5 * 8
-    c.model.g_channels = (16, 8)
-    c.model.d_channels = (8, 16)
-    c.eval.quality_samples = 0
-  elif arg:
-    raise ValueError(
-        f"wgan_gp_mnist takes no argument but 'smoke', got '{arg}'.")
+  return c
+
+
+def smoke(c):
+  _dcgan_mnist.smoke(c)
+  c.data.batch_size = 5 * 8
   return c

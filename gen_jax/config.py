@@ -1,8 +1,24 @@
 """Experiment configs: the shared skeleton, loading by name, overrides, checks.
 
-Every experiment file in `experiments/` defines `get_config(arg=None)` that
-starts from `base_config()` and edits it. `arg` comes from `--exp=NAME:ARG`;
-`NAME:smoke` is a tiny variant of every experiment (seconds on a CPU).
+An experiment is a file `experiments/NAME.py`; files whose names start with
+'_' are not experiments but shared config builders (`_text.py`, `_gan.py`,
+`_flow.py`), which experiment files load with `load_module("_text")`. An
+experiment file defines:
+
+  get_config(): the full-size config, starting from `base_config()`.
+  VARIANTS (optional): the names of its variants, e.g. ("cond", "binarized");
+    then it defines `get_config(variants=())`, which receives the variants
+    given, in the order given.
+  smoke(c) (optional): the model-specific part of its tiny variant, applied
+    after the shared loop shrink `smoke(c)` of this module.
+
+`--exp=NAME:ARGS` takes ARGS joined by '-', e.g. 'pixelcnn_mnist:cond-smoke'.
+`get_config` here splits them, refuses any that is neither one of the
+experiment's VARIANTS nor 'smoke' with one UserError, builds the experiment's
+config with its variants and, when 'smoke' is given, shrinks it to a run of
+seconds on a CPU: `smoke(c)` of this module, then the experiment's own
+`smoke(c)`. 'smoke' is not among an experiment's VARIANTS: every experiment
+has it.
 """
 
 import ast
@@ -97,7 +113,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks the loop of any config to a run of seconds (keeps the model)."""
+  """Shrinks the loop of any config to a run of seconds (keeps the model);
+  `get_config` applies it for ':smoke', before the experiment's `smoke(c)`."""
   config.train.num_steps = 20
   config.train.log_every = 5
   config.train.eval_every = 20
@@ -185,15 +202,20 @@ def _experiment_path(name: str) -> pathlib.Path:
     return path
   path = EXPERIMENTS_DIR / f"{name}.py"
   if not path.is_file():
-    valid = list_experiments()
-    near = difflib.get_close_matches(name, valid, n=1)
-    hint = f" Did you mean '{near[0]}'?" if near else ""
-    raise UserError(f"--exp: unknown experiment '{name}'.{hint} "
-                    f"Valid: {', '.join(valid)}.")
+    _unknown_experiment(name)
   return path
 
 
+def _unknown_experiment(name: str) -> None:
+  valid = list_experiments()
+  near = difflib.get_close_matches(name, valid, n=1)
+  hint = f" Did you mean '{near[0]}'?" if near else ""
+  raise UserError(f"--exp: unknown experiment '{name}'.{hint} "
+                  f"Valid: {', '.join(valid)}.")
+
+
 def load_module(name: str):
+  """Executes `experiments/NAME.py` (or a path to a .py file) as a module."""
   spec = importlib.util.spec_from_file_location(
       f"gen_jax_experiment_{pathlib.Path(name).stem}", _experiment_path(name))
   module = importlib.util.module_from_spec(spec)
@@ -201,12 +223,24 @@ def load_module(name: str):
   return module
 
 
+def one_of(variants: Sequence[str], choices: Sequence[str], default: str
+           ) -> str:
+  """The one entry of `choices` among `variants` (`default` if none); for
+  variants that exclude each other, such as the data set to use."""
+  picked = [v for v in variants if v in choices]
+  if len(picked) > 1:
+    raise UserError(f"--exp: {' and '.join(picked)} exclude each other; give "
+                    f"one of {', '.join(choices)}.")
+  return picked[0] if picked else default
+
+
 def get_config(exp: str, overrides: Sequence[str] = ()
                ) -> ml_collections.ConfigDict:
-  """Loads `experiments/NAME.py` (`NAME[:ARG]`) and applies `--config.*` overrides.
+  """Loads `experiments/NAME.py` (`NAME[:ARGS]`) and applies `--config.*` overrides.
 
   Args:
-    exp: experiment name, optionally with ':ARG' (e.g. 'vae_mnist:smoke').
+    exp: experiment name, optionally with ':ARGS', its variants and 'smoke'
+      joined by '-' (e.g. 'vae_mnist:smoke', 'pixelcnn_mnist:cond-smoke').
     overrides: strings 'a.b.c=value' (the part after '--config.'); a key
       that a short flag sets (FLAG_ALIASES) and the experiment lacks is
       refused naming that flag.
@@ -215,8 +249,22 @@ def get_config(exp: str, overrides: Sequence[str] = ()
     The resolved, locked config.
   """
   name, _, arg = exp.partition(":")
+  if name.startswith("_"):  # shared config builders, not experiments
+    _unknown_experiment(name)
   module = load_module(name)
-  config = module.get_config(arg or None)
+  variants = tuple(getattr(module, "VARIANTS", ()))
+  args = tuple(dict.fromkeys(a for a in arg.split("-") if a))
+  for a in args:
+    if a != "smoke" and a not in variants:
+      raise UserError(
+          f"--exp={exp}: '{a}' is not an argument of {name}; valid: "
+          f"{', '.join(variants + ('smoke',))} (join several with '-').")
+  chosen = tuple(a for a in args if a != "smoke")
+  config = module.get_config(chosen) if variants else module.get_config()
+  if "smoke" in args:
+    smoke(config)
+    if hasattr(module, "smoke"):
+      module.smoke(config)
   valid = flat_keys(config)
   flag_names = {key: f"--{flag}" for flag, (key, _, _) in
                 FLAG_ALIASES.items()}

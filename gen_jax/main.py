@@ -3,8 +3,10 @@ r"""Train, evaluate or sample any experiment.
   python -m gen_jax.main --exp=vae_mnist --workdir=runs/vae_mnist \
       [--mode=train|eval|sample] [--config.train.num_steps=2000]
 
-`--exp=NAME` picks experiments/NAME.py (`NAME:smoke` for its tiny variant);
-every config field can be overridden as `--config.SECTION.KEY=VALUE`.
+`--exp=NAME` picks experiments/NAME.py (`NAME:smoke` for its tiny variant;
+`NAME:ARGS` joins its variants and smoke with '-', e.g.
+`pixelcnn_mnist:cond-smoke`); every config field can be overridden as
+`--config.SECTION.KEY=VALUE`.
 """
 
 import sys
@@ -20,7 +22,8 @@ from gen_jax.errors import UserError
 
 _EXPERIMENTS = ", ".join(config_lib.list_experiments())
 _EXP = flags.DEFINE_string(
-    "exp", None, f"Experiment to run, NAME or NAME:smoke. One of: {_EXPERIMENTS}.")
+    "exp", None, "Experiment to run: NAME, or NAME:ARGS with its variants and "
+    f"'smoke' joined by '-' (e.g. NAME:smoke). One of: {_EXPERIMENTS}.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for config, metrics, checkpoints and samples; "
     "re-running with the same workdir resumes.")

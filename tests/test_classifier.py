@@ -114,7 +114,7 @@ def test_missing_workdir_names_the_training_command(tmp_path):
 
 
 def test_wrong_family_is_a_user_error(tmp_path):
-  config = config_lib.load_module("vae_mnist").get_config("smoke")
+  config = config_lib.get_config("vae_mnist:smoke")
   (tmp_path / "checkpoints" / "20").mkdir(parents=True)
   (tmp_path / "config.json").write_text(config_lib.to_json(config))
   with pytest.raises(UserError, match="holds a 'vae' run"):

@@ -1,6 +1,7 @@
 """Config loading, overrides and their errors."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -66,6 +67,55 @@ def test_unknown_experiment_lists_valid_ones():
     config_lib.get_config("vae_mnits")
   assert "Did you mean 'vae_mnist'" in str(e.value)
   assert "beta_vae_mnist, cgan_mnist, cvae_mnist" in str(e.value)
+
+
+def test_unknown_argument_names_the_variants_and_smoke():
+  with pytest.raises(UserError) as e:
+    config_lib.get_config("pixelcnn_mnist:cond-large")
+  message = str(e.value)
+  assert "'large'" in message and "binarized, cond, smoke" in message
+  assert "\n" not in message
+  with pytest.raises(UserError, match="valid: smoke "):  # no variants
+    config_lib.get_config("vae_mnist:cond")
+  with pytest.raises(UserError, match="valid: cond, smoke"):
+    config_lib.get_config("sngan_cifar10:cond_smoke")  # '-' joins, not '_'
+  with pytest.raises(UserError, match="exclude each other"):
+    config_lib.get_config("flow_2d:moons-checkerboard")
+  with pytest.raises(UserError, match="unknown experiment '_text'"):
+    config_lib.get_config("_text")  # a shared module, not an experiment
+
+
+def test_smoke_combines_with_variants():
+  full = config_lib.get_config("pixelcnn_mnist:cond")
+  tiny = config_lib.get_config("pixelcnn_mnist:cond-smoke")
+  assert tiny.model.num_classes == 10 == full.model.num_classes
+  assert tiny.train.num_steps == 20 and tiny.data.batch_size == 32
+  assert tiny.model.channels == 8 < full.model.channels  # the model's shrink
+  assert tiny.eval.num_samples == 10  # one per class
+  assert config_lib.get_config("pixelcnn_mnist:smoke-cond").to_dict() == (
+      tiny.to_dict())  # in any order
+  sngan = config_lib.get_config("sngan_cifar10:cond-smoke")
+  assert sngan.model.num_classes == 10 and sngan.train.num_steps == 20
+  grid = config_lib.get_config("gan_mog2d:grid25-smoke")
+  assert grid.data.name == "grid25" and grid.model.g_hidden == (32, 32)
+
+
+def test_derived_smoke_keeps_the_derived_edits():
+  assert config_lib.get_config("cvae_mnist:smoke").model.num_classes == 10
+  assert config_lib.get_config("beta_vae_mnist:smoke").model.beta == 4.0
+  wgan = config_lib.get_config("wgan_gp_cifar10:smoke")
+  assert wgan.model.loss == "wgan_gp" and wgan.model.g_channels == (16,)
+  assert config_lib.get_config("wgan_gp_cifar10").model.g_channels == (128,)
+
+
+def test_families_do_not_import_the_config_module():
+  families_dir = pathlib.Path(config_lib.__file__).parent / "families"
+  sources = sorted(families_dir.glob("*.py"))
+  assert sources
+  for path in sources:
+    text = path.read_text()
+    for pattern in ("gen_jax.config", "from gen_jax import config"):
+      assert pattern not in text, f"{path.name} imports {pattern}"
 
 
 def test_structural_differences():

@@ -16,7 +16,6 @@ import pytest
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.data import mixtures
-from gen_jax.families import flow as flow_lib
 from gen_jax.models import bijectors as bij
 from gen_jax.models import flows
 
@@ -208,7 +207,7 @@ def _family(arch, shape, **model):
   c = config_lib.base_config()
   c.family = "flow"
   c.data.image_shape = shape
-  c.model = flow_lib.model_defaults()
+  c.model = config_lib.load_module("_flow").model_defaults()
   c.model.arch = arch
   c.model.hidden = 8
   c.model.steps_per_level = 2

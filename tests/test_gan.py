@@ -143,7 +143,7 @@ def test_each_update_touches_only_its_own_network():
     ("wgan_gp_mnist:smoke", []),  # 5 critic updates with the penalty
     # ResNets, spectral norm, projection, conditional BN (one critic update:
     # the ResNet step's compile time grows with each).
-    ("sngan_cifar10:cond_smoke", ["model.n_critic=1", "data.batch_size=16"]),
+    ("sngan_cifar10:cond-smoke", ["model.n_critic=1", "data.batch_size=16"]),
 ])
 def test_train_step_same_on_1_and_8_devices(exp, overrides):
   family = _family(exp, *overrides)
@@ -309,7 +309,7 @@ def test_resnet_refuses_images_not_multiples_of_8(shape):
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 3), (24, 40, 3)])
 def test_resnet_works_below_32_pixels(shape):
-  family = _family("sngan_cifar10:cond_smoke", f"data.image_shape={shape}")
+  family = _family("sngan_cifar10:cond-smoke", f"data.image_shape={shape}")
   model = nnx.eval_shape(lambda: gan_nets.GAN(family.net_cfg,
                                               rngs=nnx.Rngs(0)))
   g_def, g_state = nnx.split(model.generator)

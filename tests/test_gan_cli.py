@@ -5,6 +5,7 @@ import json
 import re
 
 from conftest import run_main
+import numpy as np
 
 def _final_eval(stdout: str) -> dict[str, float]:
   line = re.search(r"final eval @ \d+ \(\d+s\): (.*)", stdout).group(1)
@@ -21,6 +22,11 @@ def test_mog2d_reports_modes_and_draws_the_scatter(data_dir, tmp_path):
   assert (tmp_path / "samples" / "step_20.png").exists()
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").open()]
   assert "modes_captured" in rows[-1]
+  # --mode=sample with the shared sample flags (GAN configs keep them).
+  run_main(["--exp=gan_mog2d:smoke", f"--workdir={tmp_path}", "--mode=sample",
+            "--num_samples=8", "--seed=3"], data_dir)
+  with np.load(tmp_path / "samples" / "sample_step_20.npz") as f:
+    assert f["samples"].shape == (8, 2)
 
 
 def test_conditional_gan_sample_quality(data_dir, tmp_path,

@@ -266,5 +266,5 @@ def test_experiment_arguments():
   cond = config_lib.get_config("pixelcnn_mnist:cond-binarized")
   assert cond.model.num_classes == 10
   assert cond.model.likelihood == "bernoulli"
-  with pytest.raises(ValueError, match="binarized"):
+  with pytest.raises(UserError, match="binarized, cond, smoke"):
     config_lib.get_config("pixelcnn_mnist:large")

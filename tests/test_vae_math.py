@@ -54,7 +54,7 @@ class KLTest(chex.TestCase):
 
 
 def _tiny_vae(**model):
-  c = config_lib.load_module("vae_mnist").get_config("smoke")
+  c = config_lib.get_config("vae_mnist:smoke")
   c.model.channels = (4, 8)
   c.model.hidden_dim = 32
   c.model.latent_dim = 4

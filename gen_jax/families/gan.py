@@ -42,7 +42,6 @@ import flax
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -58,39 +57,10 @@ LOSSES = ("non_saturating", "wgan_gp", "hinge")
 _STANDING_STATS_STREAM = 0x57A7
 
 
-def model_defaults() -> ml_collections.ConfigDict:
-  """Every `config.model` key of the GAN family; experiments edit these."""
-  m = ml_collections.ConfigDict()
-  m.arch = "dcgan"  # 'dcgan' | 'resnet' | 'mlp'
-  m.loss = "non_saturating"  # 'non_saturating' | 'wgan_gp' | 'hinge'
-  m.n_critic = 1  # discriminator updates per generator update
-  m.gp_weight = 10.0  # lambda of wgan_gp
-  m.latent_dim = 100
-  m.g_channels = (128, 64)  # dcgan / resnet (see models/gan_nets.py)
-  m.d_channels = (64, 128)
-  m.g_hidden = (128, 128)  # mlp
-  m.d_hidden = (128, 128)
-  m.maxout = 1  # mlp discriminator maxout pieces (1: ReLU)
-  m.g_norm = "batch"  # 'batch' | 'none'
-  m.d_norm = "none"  # 'batch' | 'layer' | 'none'
-  m.spectral_norm = False  # discriminator weights
-  m.num_classes = 0  # > 0: conditional BN generator + projection critic
-  return m
-
-
-def sample_defaults() -> ml_collections.ConfigDict:
-  """Every `config.sample` key of the GAN family; experiments set
-  `c.sample = gan.sample_defaults()` and edit it."""
-  s = ml_collections.ConfigDict()
-  # Batches of fresh latents whose generator batch-norm statistics, averaged,
-  # normalize every sample ("standing statistics"). 0: each sampled batch
-  # normalizes with its own statistics, so a sample depends on its batch.
-  s.standing_stats_batches = 16
-  # Latents per standing-statistics batch. 0: the per-update training batch
-  # (data.batch_size / model.n_critic), the batch size whose statistics the
-  # generator was trained with.
-  s.standing_stats_batch_size = 0
-  return s
+# `config.sample` options of the standing statistics, when a config lacks them
+# (their meaning: experiments/_gan.py's sample_defaults()).
+STANDING_STATS_BATCHES = 16
+STANDING_STATS_BATCH_SIZE = 0
 
 
 @flax.struct.dataclass
@@ -167,13 +137,11 @@ class GAN(base.Family):
           f"--config.data.image_shape={shape}: arch 'resnet' needs a height "
           "and width that are multiples of 8 (8, 16, 24, 32, ...); "
           "--config.model.arch=dcgan takes other sizes.")
-    defaults = sample_defaults()
     self.standing_batches = config.sample.get(
-        "standing_stats_batches", defaults.standing_stats_batches)
+        "standing_stats_batches", STANDING_STATS_BATCHES)
     per_update = config.data.batch_size // m.n_critic
     self.standing_batch_size = config.sample.get(
-        "standing_stats_batch_size", defaults.standing_stats_batch_size
-    ) or per_update
+        "standing_stats_batch_size", STANDING_STATS_BATCH_SIZE) or per_update
     if self.standing_batches < 0:
       raise UserError("--config.sample.standing_stats_batches: must be >= 0 "
                       "(0: each sampled batch uses its own statistics).")
