@@ -16,6 +16,7 @@ import pytest
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.data import mixtures
+from gen_jax.errors import UserError
 from gen_jax.models import bijectors as bij
 from gen_jax.models import flows
 
@@ -323,3 +324,16 @@ def test_glow_cifar10_is_the_papers_architecture_by_parameter_count():
   expected = sum(32 * step(c) for c in (12, 24, 48))
   expected += net(6, 12) + net(12, 24)  # the priors: mean and log-std
   assert got == expected == 44_823_076
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.dtype", "bfloat16", "float32 only"),
+    ("model.steps_per_level", 0, "must be >= 1"),
+])
+def test_unsupported_options_are_refused(key, value, message):
+  c = config_lib.get_config("glow_mnist:smoke")
+  with c.unlocked():
+    section, leaf = key.split(".")
+    c[section][leaf] = value
+  with pytest.raises(UserError, match=message):
+    families.build(c)
