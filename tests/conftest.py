@@ -114,6 +114,11 @@ def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):
   monkeypatch.setenv("GEN_JAX_NOTEBOOK_TINY", "1")
   monkeypatch.setenv("GEN_JAX_NOTEBOOK_WORKDIR", str(workdir))
   monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
+  # The kernel imports this checkout's gen_jax, not whichever one pip
+  # installed (an editable install of another checkout would otherwise win:
+  # the kernel starts in colab/, where the checkout is not on sys.path).
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
   # Backend optimization level 0: XLA's CPU backend spends most of a tiny run
   # optimizing code (36 s of the U-Net's jitted init alone at the default
   # level on 2 cores, 5 s at 0); the run itself is a few seconds either way.

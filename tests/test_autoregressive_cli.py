@@ -16,7 +16,9 @@ def test_transformer_trains_and_continues_prompts(data_dir, tmp_path):
   run_main(args, data_dir)
   final = [r for r in _records(workdir) if r["split"] == "eval"][-1]
   assert final["step"] == 20
-  assert 0 < final["bits_per_byte"] < 8.1
+  # A fresh byte model is near uniform: about 8 bits/byte; measured 7.90
+  # (lr 0; 7.93, 7.93 at seeds 1, 2). After these 20 steps: 7.21 (7.18, 7.27).
+  assert 0 < final["bits_per_byte"] < 7.6, final
   assert final["bits_per_byte"] == final["bits_per_token"]  # byte tokens
   assert "===== sample 1 (prompt 'def '" in (
       workdir / "samples" / "step_20.txt").read_text()
@@ -37,6 +39,12 @@ def test_gpt2_checkpoint_samples_untrained_then_fine_tunes_with_lora(
   proc = run_main(args + ["--mode=sample", "--prompt=Hello",
                           "--max_new_tokens=4"], data_dir)
   assert "(prompt 'Hello', 4 new tokens)" in proc.stdout
-  run_main(args + ["--config.train.num_steps=4"], data_dir)
+  # lr 1e-2 (the experiment's LoRA rate, 1e-3, moved the loss 0.006 nats in
+  # these 4 steps).
+  run_main(args + ["--config.train.num_steps=4",
+                   "--config.train.learning_rate=1e-2"], data_dir)
   final = [r for r in _records(workdir) if r["split"] == "eval"][-1]
-  assert final["step"] == 4 and final["loss"] > 0
+  # The random checkpoint is near uniform over its 257 tokens (ln 257 = 5.549
+  # nats); measured 5.557 before fine-tuning (lr 0; 5.542, 5.562 for
+  # checkpoint seeds 1, 2), 5.505 after these 4 steps (5.506, 5.534).
+  assert final["step"] == 4 and 0 < final["loss"] < 5.53, final

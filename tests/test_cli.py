@@ -38,7 +38,10 @@ def test_train_resume_eval_sample(data_dir, tmp_path):
                    "--mode=eval", "--config.eval.num_importance_samples=40"],
                   data_dir)
   result = json.loads(pathlib.Path(wd, "eval_step_20.json").read_text())
-  assert 50 < result["iwae_nll_k40"] < 600
+  # A fresh network's decoder gives logits near 0: about 784 ln 2 = 543.4
+  # nats per image. Measured: fresh (lr 0) 544.4 nats; after these 20 steps
+  # 516.9. The bound sits a third of that gain below fresh.
+  assert 50 < result["iwae_nll_k40"] < 535, result
   assert result["iwae_nll_k40"] <= -result["elbo"] + 1.0  # IWAE bound >= ELBO
   assert "eval @ step 20" in proc.stdout
   run_main(["--exp=vae_mnist:smoke", f"--workdir={wd}", *SMALL,

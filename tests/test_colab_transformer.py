@@ -15,7 +15,9 @@ def test_transformer_notebook_executes(data_dir, tmp_path, monkeypatch):
   text = _text(outputs)
   bits = float(re.search(r"held-out: loss \S+ nats/token, perplexity \S+, "
                          r"(\S+) bits per byte", text).group(1))
-  assert math.isfinite(bits) and 0 < bits < 8.1, text
+  # A fresh byte model is near uniform: about 8 bits/byte; measured 7.90
+  # (lr 0; 7.93, 7.93 at seeds 1, 2). After the 20 steps: 7.21 (7.18, 7.27).
+  assert math.isfinite(bits) and 0 < bits < 7.6, text
   diff = float(re.search(r"KV cache vs full forward pass over 32 positions: "
                          r"max \|logit difference\| (\S+)", text).group(1))
   assert diff < 1e-5, text
@@ -33,6 +35,8 @@ def test_transformer_notebook_executes(data_dir, tmp_path, monkeypatch):
   lstm = re.search(r"LSTM: [\d,]+ parameters, held-out (\S+) bits per byte",
                    text)
   lstm_bits = float(lstm.group(1))
-  assert math.isfinite(lstm_bits) and 0 < lstm_bits < 8.1, text
+  # Measured: fresh (lr 0) 8.04 (8.00, 7.99 at seeds 1, 2); after the 20
+  # steps 7.78 (7.70, 7.66).
+  assert math.isfinite(lstm_bits) and 0 < lstm_bits < 7.9, text
   assert (tmp_path / "run" / "transformer" / "checkpoints" / "20").is_dir()
   assert (tmp_path / "run" / "lstm" / "checkpoints" / "20").is_dir()
