@@ -7,9 +7,14 @@ Orbax writes a step into a temporary directory and renames it only once every
 item is complete, so a run killed at any moment leaves either a whole step or
 none, and the next start cleans up the leftovers and resumes from the last
 whole one.
+
+A preemption notice (SIGTERM) is watched here too (`PreemptionWatch`): the
+trainer saves at the step it reaches and raises `Preempted`.
 """
 
 import pathlib
+import signal
+import threading
 from typing import Any
 
 from absl import logging
@@ -108,3 +113,35 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None) -> PyTree:
   abstract = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
   return checkpointer.restore(path, abstract)
+
+
+class Preempted(Exception):
+  """Raised after a preemption notice (SIGTERM) once a checkpoint is saved."""
+
+  def __init__(self, step: int):
+    super().__init__(f"Preempted at step {step}: checkpoint saved; re-run the "
+                     "same command to resume.")
+    self.step = step
+
+
+class PreemptionWatch:
+  """Notices SIGTERM. One process: our own handler. Several: JAX's preemption
+  service, which picks the same step on every host (via Orbax)."""
+
+  def __init__(self, ckpt: Checkpointer):
+    self._ckpt = ckpt
+    self._flag = threading.Event()
+    self._previous = None
+    if (jax.process_count() == 1 and
+        threading.current_thread() is threading.main_thread()):
+      self._previous = signal.signal(signal.SIGTERM,
+                                     lambda *_: self._flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self._ckpt.reached_preemption(step)
+    return self._flag.is_set()
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

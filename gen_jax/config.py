@@ -129,7 +129,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 # The short flags of `gen_jax.main`: flag -> (config key, type, help). Each
-# is an alias of its config key, resolved here (`resolve_flags`); a family
+# is an alias of its config key, resolved here (`flag_overrides`); a family
 # without that key refuses the flag in one line.
 FLAG_ALIASES = {
     "sampler": ("sample.sampler", str,

@@ -14,6 +14,7 @@ import sys
 from absl import app
 from absl import flags
 
+from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import parallel
@@ -96,7 +97,7 @@ def run():
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  except train_lib.Preempted as e:
+  except checkpointing.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(143)  # 128 + SIGTERM, what a scheduler expects of a killed job
 

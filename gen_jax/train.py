@@ -9,8 +9,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import signal
-import threading
 import time
 from typing import Any
 
@@ -30,38 +28,6 @@ from gen_jax.evaluation import evaluators
 from gen_jax.evaluation import grids
 
 PyTree = Any
-
-
-class Preempted(Exception):
-  """Raised after a preemption notice (SIGTERM) once a checkpoint is saved."""
-
-  def __init__(self, step: int):
-    super().__init__(f"Preempted at step {step}: checkpoint saved; re-run the "
-                     "same command to resume.")
-    self.step = step
-
-
-class _PreemptionWatch:
-  """Notices SIGTERM. One process: our own handler. Several: JAX's preemption
-  service, which picks the same step on every host (via Orbax)."""
-
-  def __init__(self, ckpt: checkpointing.Checkpointer):
-    self._ckpt = ckpt
-    self._flag = threading.Event()
-    self._previous = None
-    if (jax.process_count() == 1 and
-        threading.current_thread() is threading.main_thread()):
-      self._previous = signal.signal(signal.SIGTERM,
-                                     lambda *_: self._flag.set())
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return self._ckpt.reached_preemption(step)
-    return self._flag.is_set()
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclasses.dataclass
@@ -306,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       window.append(host)
       pending = None
 
-  watch = _PreemptionWatch(ckpt)
+  watch = checkpointing.PreemptionWatch(ckpt)
   try:
     compiled = None
     for step in range(start, tc.num_steps):
@@ -337,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         drain()
         if preempted:
           ckpt.wait()
-          raise Preempted(done)
+          raise checkpointing.Preempted(done)
         logger.text(f"Stopping at step {done} as asked; re-run to resume.")
         return {}
       if done % tc.eval_every == 0 and not last:

@@ -169,18 +169,14 @@ class VAE(base.OneNetwork):
   def sample(self, state, key, num, labels=None, sharding=None, progress=None):
     """Mean images of p(x|z), z ~ N(0, I) -> [num, H, W, C] in [0, 1]."""
     del sharding, progress  # one small compiled call
-    if labels is not None:
-      labels = jnp.asarray(labels, jnp.int32)
+    labels = base.class_labels(num, self.num_classes, labels)
     return self._sample_jit(state, key, num, labels)
 
   def _sample(self, state, key, num: int, labels=None):
     model = self.inference_network(state)
     z = jax.random.normal(key, (num, self.model_cfg.latent_dim))
-    y = None
-    if self.model_cfg.num_classes:
-      if labels is None:
-        labels = jnp.arange(num) % self.model_cfg.num_classes
-      y = jax.nn.one_hot(labels, self.model_cfg.num_classes)
+    y = (None if labels is None
+         else jax.nn.one_hot(labels, self.model_cfg.num_classes))
     return self.mean_image(model.decoder(z, y))
 
   def _reconstruct(self, state, batch, key):

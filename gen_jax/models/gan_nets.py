@@ -129,7 +129,6 @@ class DCGANGenerator(nnx.Module):
       raise ValueError(f"image {h}x{w} is not divisible by 2^{n_up} "
                        f"(one upsampling per g_channels entry).")
     self.start = (h // 2**n_up, w // 2**n_up, cfg.g_channels[0])
-    k = cfg.num_classes
     # A bias just before batch norm is redundant (its gradient is rounding
     # noise, which Adam would amplify): layers feeding a norm have none.
     bn = cfg.g_norm == "batch"
