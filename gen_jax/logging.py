@@ -138,11 +138,17 @@ def fail_on_nonfinite(step: int, metrics: Mapping[str, float]) -> None:
 
 class _LibraryFilter(std_logging.Filter):
   """Drops library records below ERROR (Orbax reports every save at INFO and
-  benign notes at WARNING); the project's own warnings still show."""
+  benign notes at WARNING), and all of Orbax's: its errors reach the caller
+  as exceptions, which `gen_jax.checkpointing` reports in one line, while
+  its log repeats each with a traceback per thread. The project's own
+  warnings still show; --verbosity=0 shows everything."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname
-                for lib in ("orbax", "tensorflow_datasets", "grain"))
+    def logged_by(lib):
+      return f"{os.sep}{lib}{os.sep}" in record.pathname
+    if logged_by("orbax"):
+      return False
+    noisy = logged_by("tensorflow_datasets") or logged_by("grain")
     return record.levelno >= std_logging.ERROR or not noisy
 
 

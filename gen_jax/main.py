@@ -14,11 +14,12 @@ import sys
 from absl import app
 from absl import flags
 
-from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import parallel
 from gen_jax import train as train_lib
+from gen_jax.errors import Interrupted
+from gen_jax.errors import Stopped
 from gen_jax.errors import UserError
 
 _EXPERIMENTS = ", ".join(config_lib.list_experiments())
@@ -97,9 +98,12 @@ def run():
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  except checkpointing.Preempted as e:
+  except Stopped as e:  # a signal: preemption (SIGTERM) or Ctrl-C in training
     print(str(e), file=sys.stderr)
-    sys.exit(143)  # 128 + SIGTERM, what a scheduler expects of a killed job
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:
+    print("Interrupted.", file=sys.stderr)
+    sys.exit(Interrupted.exit_code)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gen_jax import families
 from gen_jax import logging as log_lib
 from gen_jax import parallel
 from gen_jax.data import pipeline
+from gen_jax.errors import Interrupted
 from gen_jax.errors import UserError
 from gen_jax.evaluation import evaluators
 from gen_jax.evaluation import grids
@@ -95,14 +96,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
              init_batch, keys)
 
 
-def _restore_or_init(run: Run, ckpt: checkpointing.Checkpointer,
-                     with_data: bool) -> tuple[PyTree, int]:
-  step = ckpt.latest_step()
-  if step is not None:
-    state = ckpt.restore(run.abstract_state, step,
-                         run.data.train if with_data else None)
-    return state, step
-  return _init(run)[0], 0
+def _restore_or_init(run: Run, ckpt: checkpointing.Checkpointer
+                     ) -> tuple[PyTree, int]:
+  """The newest readable checkpoint, with the data iterator at the same
+  step, or step 0."""
+  restored = ckpt.restore_newest(run.abstract_state, run.data.train)
+  return restored if restored is not None else (_init(run)[0], 0)
 
 
 def _init(run: Run) -> tuple[PyTree, bool]:
@@ -243,7 +242,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   run = setup(config, workdir)
   tc = config.train
   ckpt = checkpointing.Checkpointer(run.workdir, keep=tc.keep_ckpts)
-  state, start = _restore_or_init(run, ckpt, with_data=True)
+  try:
+    state, start = _restore_or_init(run, ckpt)
+  except BaseException:
+    ckpt.close(quiet=True)
+    raise
   logger = log_lib.MetricLogger(run.workdir, tc.num_steps, start,
                                 resumed=True)
   logger.text(f"{config.family} on {run.data.dataset} "
@@ -273,6 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending = None
 
   watch = checkpointing.PreemptionWatch(ckpt)
+  done = start
   try:
     compiled = None
     for step in range(start, tc.num_steps):
@@ -318,6 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logger.reset_clock(done)
     ckpt.wait()
     final_step = max(start, tc.num_steps)
+    watch.stop_at_once(final_step)
     t0 = time.time()
     result = final_eval(run, state)
     logger.write(final_step, "eval", result)
@@ -327,6 +332,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       write_pictures(run, state, final_step,
                      jax.random.fold_in(run.keys["sample"], final_step), logger)
     return result
+  except BaseException as e:
+    ckpt.close(quiet=True)  # the save in flight completes; this error is told
+    if isinstance(e, KeyboardInterrupt):
+      newest = ckpt.latest_step()
+      raise Interrupted(
+          f"Interrupted at step {done}; " +
+          (f"the newest checkpoint is step {newest}; re-run the same command "
+           "to resume." if newest is not None else "no checkpoint yet.")
+      ) from None
+    raise
   finally:
     watch.close()
     ckpt.close()
@@ -339,9 +354,9 @@ def restore_latest(config: ml_collections.ConfigDict, workdir: str
   run = setup(config, workdir, write_config=False)
   ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
   try:
-    step = ckpt.latest_step()
-    if step is not None:
-      return run, ckpt.restore(run.abstract_state, step), step
+    restored = ckpt.restore_newest(run.abstract_state)
+    if restored is not None:
+      return run, *restored
     # No checkpoint: a family with pretrained weights uses those.
     state, pretrained = _init(run)
     if not pretrained:
