@@ -12,6 +12,7 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
+from gen_jax import files
 from gen_jax.errors import UserError
 
 
@@ -20,6 +21,8 @@ class MetricLogger:
 
   Every process may call it; only process 0 writes or prints. A `resumed`
   trainer first drops the rows past its checkpoint, which it will log again.
+  Rows are appended a line each, so a kill can cut short only the last line:
+  `files.read_jsonl` skips it, and the next logger removes it.
   """
 
   def __init__(self, workdir: str | pathlib.Path, total_steps: int,
@@ -34,6 +37,8 @@ class MetricLogger:
       path = workdir / "metrics.jsonl"
       if resumed and path.exists():  # re-logs the steps after its checkpoint
         _drop_rows_after(path, start_step)
+      elif path.exists():
+        _end_with_whole_line(path)
       self._jsonl = open(path, "a", buffering=1)
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"),
@@ -80,16 +85,30 @@ class MetricLogger:
 
 
 def _drop_rows_after(path: pathlib.Path, step: int) -> None:
-  kept = []
-  for line in path.read_text().splitlines():
+  """Rewrites the file (atomically) without the rows past `step` and without
+  a last line cut short by a kill."""
+  kept = [r for r in files.read_jsonl(path) if r.get("step", step + 1) <= step]
+  files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _end_with_whole_line(path: pathlib.Path) -> None:
+  """Before appending: drops a last line cut short by a kill (or ends a whole
+  one), so that the next row starts a line of its own. Edits only the tail: a
+  trainer may be appending to the same file."""
+  with open(path, "rb+") as f:
+    if f.seek(0, os.SEEK_END) == 0:
+      return
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) == b"\n":
+      return
+    f.seek(0)
+    data = f.read()
+    start = data.rfind(b"\n") + 1
     try:
-      if json.loads(line)["step"] <= step:
-        kept.append(line)
-    except (ValueError, KeyError):
-      pass  # a line cut short by a kill
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(l + "\n" for l in kept))
-  os.replace(tmp, path)
+      json.loads(data[start:])
+      f.write(b"\n")  # a whole row, unterminated
+    except ValueError:
+      f.truncate(start)
 
 
 class Progress:

@@ -7,7 +7,6 @@ family it is running: all of that lives behind `gen_jax.families.base.Family`.
 
 import dataclasses
 import json
-import os
 import pathlib
 import time
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import families
+from gen_jax import files
 from gen_jax import logging as log_lib
 from gen_jax import parallel
 from gen_jax.data import pipeline
@@ -69,9 +69,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
           f"({'; '.join(diffs[:4])}). Use a new --workdir, or the same "
           "experiment and model settings.")
   if write_config and jax.process_index() == 0:
-    tmp = path / "config.json.tmp"
-    tmp.write_text(config_lib.to_json(config))
-    os.replace(tmp, saved)
+    files.write_text(saved, config_lib.to_json(config))
   return path
 
 
@@ -216,8 +214,7 @@ def write_pictures(run: Run, state: PyTree, step: int, key: jax.Array,
     if jax.process_index() != 0:
       continue
     if isinstance(value, str):
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(value)
+      files.write_text(path, value)
     else:
       grids.save_png(path, value)
       if logger is not None:
@@ -377,8 +374,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str
     logger.write(step, "eval", result)
     logger.close()
     out = run.workdir / f"eval_step_{step}.json"
-    out.write_text(json.dumps({"step": step, "sample": config.sample.to_dict(),
-                               **result}, indent=2))
+    files.write_text(out, json.dumps({"step": step,
+                                      "sample": config.sample.to_dict(),
+                                      **result}, indent=2))
     print(f"eval @ step {step}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in result.items()) + f"\nwrote {out}",
           flush=True)
@@ -411,10 +409,8 @@ def export_samples(run: Run, state: PyTree, step: int, key: jax.Array
     arrays["labels"] = labels
   path = run.workdir / "samples" / f"sample_step_{step}.npz"
   if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_open(path, "wb") as f:
+      np.savez(f, **arrays)
   return path
 
 

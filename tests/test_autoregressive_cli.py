@@ -1,13 +1,11 @@
 """End to end: the language-model experiments through `python -m gen_jax.main`."""
 
-import json
-
 from conftest import run_main, write_gpt2_checkpoint
+from gen_jax import files
 
 
 def _records(workdir):
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  return [json.loads(line) for line in lines]
+  return files.read_jsonl(workdir / "metrics.jsonl")
 
 
 def test_transformer_trains_and_continues_prompts(data_dir, tmp_path):

@@ -11,10 +11,10 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from conftest import REPO, run_main
 from gen_jax import checkpointing
+from gen_jax import files
 
 # As conftest.run_main: optimization level 0 for runs this small.
 _XLA_FLAGS = ("--xla_force_host_platform_device_count={} "
@@ -125,7 +125,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   run_main([*args, f"--workdir={tmp_path / 'single'}"], data_dir, devices=4)
 
   def losses(name):
-    rows = [json.loads(l) for l in open(tmp_path / name / "metrics.jsonl")]
+    rows = files.read_jsonl(tmp_path / name / "metrics.jsonl")
     return [r["loss"] for r in rows if r["split"] == "train"]
   np.testing.assert_allclose(losses("multi"), losses("single"), rtol=1e-6)
   assert len(losses("multi")) == 6

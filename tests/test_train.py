@@ -8,6 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gen_jax import config as config_lib
+from gen_jax import files
 from gen_jax import train
 from gen_jax.errors import UserError
 
@@ -37,7 +38,7 @@ def test_resume_equals_uninterrupted_bit_for_bit(data_dir, tmp_path):
   chex.assert_trees_all_equal(a, b)
   # The logged losses of steps 7..12 agree exactly too.
   def losses(path):
-    rows = [json.loads(l) for l in open(path / "metrics.jsonl")]
+    rows = files.read_jsonl(path / "metrics.jsonl")
     return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
   la, lb = losses(straight), losses(resumed)
   assert [la[s] for s in range(7, 13)] == [lb[s] for s in range(7, 13)]

@@ -7,6 +7,10 @@ hold out a fixed, class-balanced test split of 100 digits per class and write
 both splits as the TFDS dataset `mnist_embedded` (array_record files, PNG-encoded
 images, the same features as TFDS `mnist`), so the embedded and the full data
 flow through the same `tfds.data_source` + Grain path.
+
+TFDS writes the dataset into a temporary directory ('incomplete.*') and renames
+it into place when all of it is written, so a killed `prepare` leaves no
+partial dataset; the next one removes what it left.
 """
 
 import contextlib
@@ -15,6 +19,7 @@ import gzip
 import importlib.util
 import io
 import pathlib
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -25,6 +30,8 @@ from gen_jax.errors import UserError
 NAME = "mnist_embedded"
 TEST_PER_CLASS = 100
 _SPLIT_SEED = 20151205  # Fixed forever: the held-out split never changes.
+# How TFDS names a dataset directory it is still writing.
+INCOMPLETE = "incomplete."
 
 
 def csv_path() -> pathlib.Path:
@@ -102,6 +109,9 @@ def prepare(data_dir: str) -> None:
   """Writes `mnist_embedded` into `data_dir` once (safe with several processes)."""
   root = pathlib.Path(data_dir)
   with _file_lock(root / f".{NAME}.lock"):
+    # Under the lock no other process is writing: these are a killed run's.
+    for stale in (root / NAME).glob(f"{INCOMPLETE}*"):
+      shutil.rmtree(stale, ignore_errors=True)
     builder = MnistEmbedded(data_dir=str(root), file_format="array_record")
     if not pathlib.Path(builder.data_dir, "dataset_info.json").exists():
       builder.download_and_prepare(

@@ -29,10 +29,14 @@ def default_data_dir() -> str:
 
 
 def is_prepared(name: str, data_dir: str) -> bool:
-  """True if `name` is in `data_dir` as array_record files (what Grain reads)."""
+  """True if `name` is in `data_dir` as array_record files (what Grain reads),
+  not counting those in a directory TFDS had not finished (a killed run's)."""
   root = pathlib.Path(data_dir, name)
-  return any(root.glob("*/*.array_record*")) or any(
-      root.glob("*/*/*.array_record*"))
+  return any(
+      not any(part.startswith(embedded.INCOMPLETE)
+              for part in path.relative_to(root).parts)
+      for pattern in ("*/*.array_record*", "*/*/*.array_record*")
+      for path in root.glob(pattern))
 
 
 def _online(timeout: float = 2.0) -> bool:

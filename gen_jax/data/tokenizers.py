@@ -21,6 +21,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from gen_jax import files
 from gen_jax.data import text as text_lib
 from gen_jax.errors import UserError
 
@@ -359,11 +360,8 @@ def encode_corpus(tokenizer: Tokenizer, text: str, what: str,
                what, tokenizer.name, len(text), len(ids), time.time() - start)
   if path:
     try:
-      os.makedirs(cache_dir, exist_ok=True)
-      tmp = f"{path}.tmp{os.getpid()}"
-      with open(tmp, "wb") as f:
+      with files.atomic_open(path, "wb") as f:
         np.save(f, ids)
-      os.replace(tmp, path)
     except OSError as e:
       logging.warning("Could not cache the encoded %s in %s (%s).", what,
                       cache_dir, e)

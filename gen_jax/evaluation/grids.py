@@ -5,6 +5,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from gen_jax import files
+
 
 def make_grid(images_NHWC: np.ndarray, ncols: int | None = None,
               pad: int = 2) -> np.ndarray:
@@ -40,7 +42,8 @@ def heatmap(values_HW: np.ndarray) -> np.ndarray:
 
 def save_png(path: str | pathlib.Path, grid_HWC: np.ndarray,
              scale: int = 2) -> None:
-  """Saves a [H, W, C] image with values in [0, 1], upscaled `scale` times."""
+  """Saves a [H, W, C] image with values in [0, 1], upscaled `scale` times
+  (atomically)."""
   array = (np.clip(grid_HWC, 0, 1) * 255).round().astype(np.uint8)
   if array.shape[-1] == 1:
     array = array[..., 0]
@@ -48,11 +51,8 @@ def save_png(path: str | pathlib.Path, grid_HWC: np.ndarray,
   if scale > 1:
     image = image.resize((image.width * scale, image.height * scale),
                          Image.NEAREST)
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp.png")
-  image.save(tmp)
-  tmp.replace(path)
+  with files.atomic_open(path, "wb") as f:
+    image.save(f, format="PNG")
 
 
 def scatter_image(points_N2: np.ndarray, reference_M2: np.ndarray | None = None,

@@ -16,6 +16,7 @@ from typing import Iterable
 import ml_collections
 import numpy as np
 
+from gen_jax import files
 from gen_jax.errors import UserError
 from gen_jax.evaluation import features as features_lib
 from gen_jax.evaluation import metrics
@@ -84,11 +85,9 @@ def reference_features(extractor: features_lib.FeatureExtractor,
   if path.exists():
     return np.load(path)["features"]
   feats = np.concatenate([extractor(batch)["features"] for batch in images])
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
   mu, sigma = metrics.feature_statistics(feats)
-  np.savez(tmp, features=feats, mu=mu, sigma=sigma)
-  os.replace(tmp, path)
+  with files.atomic_open(path, "wb") as f:
+    np.savez(f, features=feats, mu=mu, sigma=sigma)
   return feats
 
 
