@@ -97,6 +97,13 @@ class Checkpointer:
       self._fail(self._in_flight, e)
     self._in_flight = None
 
+  def check(self) -> None:
+    """Raises at once if the save in flight has failed (cheap: once a step),
+    so that training never goes on without checkpoints."""
+    if (self._in_flight is not None and
+        not self._manager.is_saving_in_progress()):
+      self.wait()
+
   def _fail(self, step: int | None, error: Exception) -> None:
     self._failed = True
     if jax.process_index() == 0:  # the partial step: garbage that fills a disk
@@ -150,7 +157,7 @@ class Checkpointer:
     saved = _shapes(metadata.item_metadata.tree)
     wanted = _shapes(abstract_state)
     diffs = [f"{'.'.join(k)}: saved {saved.get(k)}, now {wanted.get(k)}"
-             for k in sorted(set(saved) | set(wanted))
+             for k in [*wanted, *(k for k in saved if k not in wanted)]
              if saved.get(k) != wanted.get(k)]
     if diffs:
       more = f" and {len(diffs) - 1} more" if len(diffs) > 1 else ""

@@ -157,7 +157,8 @@ def fail_on_nonfinite(step: int, metrics: Mapping[str, float]) -> None:
 
 class _LibraryFilter(std_logging.Filter):
   """Drops library records below ERROR (Orbax reports every save at INFO and
-  benign notes at WARNING), and all of Orbax's: its errors reach the caller
+  benign notes at WARNING), and all of Orbax's (with the asyncio reports of
+  the futures it leaves behind on an error): its errors reach the caller
   as exceptions, which `gen_jax.checkpointing` reports in one line, while
   its log repeats each with a traceback per thread. The project's own
   warnings still show; --verbosity=0 shows everything."""
@@ -165,7 +166,9 @@ class _LibraryFilter(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
     def logged_by(lib):
       return f"{os.sep}{lib}{os.sep}" in record.pathname
-    if logged_by("orbax"):
+    if logged_by("orbax") or (  # and the loops Orbax abandons on an error
+        record.name == "asyncio" and
+        "exception was never retrieved" in record.getMessage()):
       return False
     noisy = logged_by("tensorflow_datasets") or logged_by("grain")
     return record.levelno >= std_logging.ERROR or not noisy

@@ -134,13 +134,15 @@ def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
   for i, local in enumerate(run.data.eval_batches()):
     batch = parallel.global_batch(local, run.mesh)
     sums = eval_step(state, batch, jax.random.fold_in(run.keys["eval"], i))
-    # Summed on the device; fetched once per progress report at most, so
-    # batches are dispatched back to back.
+    if totals is not None:
+      # The previous batch is done (this one keeps the device busy): the
+      # progress reports work done, not work dispatched.
+      jax.block_until_ready(totals)
+      progress(i)
+    # Summed on the device, fetched once at the end.
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    if progress.due(i + 1):
-      jax.block_until_ready(totals)  # report work done, not dispatched
-      progress(i + 1)
   totals = jax.device_get(totals)
+  progress(num_batches)
   return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
 
 
@@ -288,6 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       drain()  # the previous step's metrics; the device is busy with this one
       pending = (step + 1, metrics)
       done = step + 1
+      ckpt.check()
       preempted = watch.reached(done)
       stopping = preempted or (stop_after is not None and
                                done - start >= stop_after)
