@@ -20,7 +20,6 @@ from absl import flags
 import jax
 import numpy as np
 
-from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import train
@@ -54,11 +53,7 @@ def main(argv):
     config = config_lib.get_config(_EXP.value, _OVERRIDES.value + [
         f"sample.sampler={sampler}", f"sample.num_steps={steps}",
         f"eval.quality_samples={_NUM.value}"])
-    run = train.setup(config, _WORKDIR.value, write_config=False)
-    ckpt = checkpointing.Checkpointer(run.workdir, read_only=True)
-    step = ckpt.latest_step()
-    state = ckpt.restore(run.abstract_state, step)
-    ckpt.close()
+    run, state, step = train.restore_latest(config, _WORKDIR.value)
     ctx = train.eval_context(run, state)
     if i == 0:
       extractor, reference = evaluators.configured(config)[0].reference(ctx)

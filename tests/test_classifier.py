@@ -54,7 +54,7 @@ def _restore_train_state(workdir: pathlib.Path, family):
       abstract, jax.tree.map(lambda _: device, abstract))
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   try:
-    return ckpt.restore(abstract)
+    return ckpt.restore_newest(abstract)[0]
   finally:
     ckpt.close()
 
