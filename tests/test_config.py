@@ -268,3 +268,57 @@ def test_process_flags_must_agree(address, num, pid, message):
   with pytest.raises(UserError, match=re.escape(message)):
     parallel.initialize_distributed(address, num, pid)
 
+
+@pytest.mark.parametrize("exp, overrides, message", [
+    ("vae_mnist", ["model.latent_dim=0"],
+     "--config.model.latent_dim=0: must be positive."),
+    ("vae_mnist", ["model.channels=()"],
+     "--config.model.channels=(): must be positive and not empty."),
+    ("vae_mnist", ["eval.num_importance_samples=0"],
+     "--config.eval.num_importance_samples=0: must be positive."),
+    ("cvae_mnist", ["model.num_classes=-1"],
+     "--config.model.num_classes=-1: must be >= 0."),
+    ("ddpm_mnist", ["model.num_groups=3"],
+     "--config.model.num_groups=3 does not divide the U-Net's"),
+    ("ddpm_mnist", ["model.patch_size=3"],
+     "--config.model.patch_size=3 does not divide the 28x28 image."),
+    ("ddpm_mnist", ["model.num_timesteps=1"],
+     "--config.model.num_timesteps=1: must be >= 2."),
+    ("ddpm_mnist", ["model.beta_end=1e-5"],
+     "need 0 < beta_start <= beta_end < 1."),
+    ("mnist_classifier", ["model.channels=8,8,8,8,8"],
+     "--config.model.channels=(8, 8, 8, 8, 8): each entry halves the image, "
+     "and 28x28 cannot be halved 5 times."),
+    ("dcgan_mnist", ["model.g_channels=()"],
+     "--config.model.g_channels=(): must be positive and not empty."),
+    ("gan_mog2d", ["model.g_hidden=64,0"],
+     "--config.model.g_hidden=(64, 0): must be positive and not empty."),
+    ("flow_2d", ["data.image_shape=()"],
+     "--config.data.image_shape=(): the flow family models images [H, W, C] "
+     "or vectors [D]."),
+    ("transformer_shakespeare", ["model.num_heads=0"],
+     "--config.model.num_heads=0: must be positive."),
+    ("transformer_shakespeare", ["model.attention_impl=flash"],
+     "--config.model.attention_impl: 'flash' is not one of xla, cudnn"),
+    ("transformer_shakespeare", ["sample.prompts=()"],
+     "--config.sample.prompts: needs at least one prompt"),
+    ("lstm_shakespeare", ["model.hidden=-8"],
+     "--config.model.hidden=-8: must be positive."),
+])
+def test_families_refuse_sizes_they_cannot_build(exp, overrides, message):
+  from gen_jax import families  # pylint: disable=g-import-not-at-top
+  from gen_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  config = config_lib.get_config(exp, overrides)
+  text = config.family == "autoregressive"
+  with pytest.raises(UserError, match=re.escape(message)):
+    families.build(config, tokenizers.ByteTokenizer() if text else None)
+
+
+def test_image_families_refuse_text_data():
+  from gen_jax import families  # pylint: disable=g-import-not-at-top
+  from gen_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  config = config_lib.get_config("vae_mnist", ["data.name=tiny_shakespeare"])
+  with pytest.raises(UserError, match=re.escape(
+      "--config.data.name=tiny_shakespeare is text, which the 'vae' family "
+      "does not model.")):
+    families.build(config, tokenizers.ByteTokenizer())
