@@ -1,5 +1,7 @@
 """Experiment configs: the shared skeleton, loading by name, overrides, checks.
 
+(The parsing of override text and short flags lives in `overrides.py`.)
+
 An experiment is a file `experiments/NAME.py`; files whose names start with
 '_' are not experiments but shared config builders (`_text.py`, `_gan.py`,
 `_flow.py`), which experiment files load with `load_module("_text")`. An
@@ -33,6 +35,8 @@ import ml_collections
 
 from gen_jax.data import mixtures
 from gen_jax.errors import UserError
+from gen_jax.overrides import FLAG_ALIASES, apply_overrides, check_conflicts
+from gen_jax.overrides import flag_overrides, flat_keys
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
@@ -128,61 +132,6 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-# The short flags of `gen_jax.main`: flag -> (config key, type, help). Each
-# is an alias of its config key, resolved here (`flag_overrides`); a family
-# without that key refuses the flag in one line.
-FLAG_ALIASES = {
-    "sampler": ("sample.sampler", str,
-                "Sampler of --mode=sample/eval, e.g. ddpm|ddim."),
-    "num_steps": ("sample.num_steps", int,
-                  "Sampling steps, 0 = all T (--sampler alone implies 0)."),
-    "guidance_scale": ("sample.guidance_scale", float,
-                       "Classifier-free guidance scale: 0 unconditional, 1 "
-                       "conditional, >1 guided."),
-    "temperature": ("sample.temperature", float,
-                    "Sampling temperature: of the latent noise (flows) or of "
-                    "the next-token distribution (language models; 0 = "
-                    "greedy)."),
-    "prompt": ("sample.prompts", list,
-               "Text to continue (language models; repeat the flag for a "
-               "batch of prompts)."),
-    "top_k": ("sample.top_k", int,
-              "Sample among the k most likely tokens, 0 = all."),
-    "top_p": ("sample.top_p", float,
-              "Nucleus sampling: the most likely tokens up to total "
-              "probability p, 1 = all."),
-    "max_new_tokens": ("sample.max_new_tokens", int,
-                       "Tokens to generate per prompt."),
-    "num_samples": ("sample.num_samples", int,
-                    "--mode=sample also writes this many samples as an .npz "
-                    "(uint8 images, or token ids and text)."),
-    "labels": ("sample.labels", list,
-               "Class ids cycled over the samples of a conditional model "
-               "(repeat the flag or give a,b,c)."),
-    "seed": ("sample.seed", int, "Seed of --mode=sample's draws."),
-}
-
-
-def flag_overrides(values: dict[str, Any]) -> list[str]:
-  """Short flags that were given -> 'key=value' overrides of their config
-  keys. `values`: flag name -> value (None: not given)."""
-  values = dict(values)
-  if values.get("sampler") is not None and values.get("num_steps") is None:
-    values["num_steps"] = 0  # a sampler named alone runs all T steps
-  out = []
-  for name, value in values.items():
-    if value is None:
-      continue
-    key = FLAG_ALIASES[name][0]
-    if isinstance(value, (list, tuple)):
-      if name == "labels":  # --labels=1,2 --labels=3 -> (1, 2, 3)
-        value = tuple(int(v) for item in value for v in str(item).split(",")
-                      if v.strip())
-      value = repr(tuple(value))
-    out.append(f"{key}={value}")
-  return out
-
-
 def list_experiments() -> list[str]:
   return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py")
                 if not p.stem.startswith("_"))
@@ -234,16 +183,19 @@ def one_of(variants: Sequence[str], choices: Sequence[str], default: str
   return picked[0] if picked else default
 
 
-def get_config(exp: str, overrides: Sequence[str] = ()
+def get_config(exp: str, overrides: Sequence[str] = (),
+               flags: dict[str, Any] | None = None
                ) -> ml_collections.ConfigDict:
   """Loads `experiments/NAME.py` (`NAME[:ARGS]`) and applies `--config.*` overrides.
 
   Args:
     exp: experiment name, optionally with ':ARGS', its variants and 'smoke'
       joined by '-' (e.g. 'vae_mnist:smoke', 'pixelcnn_mnist:cond-smoke').
-    overrides: strings 'a.b.c=value' (the part after '--config.'); a key
-      that a short flag sets (FLAG_ALIASES) and the experiment lacks is
-      refused naming that flag.
+    overrides: strings 'a.b.c=value' (the part after '--config.').
+    flags: the short flags of `gen_jax.main` (FLAG_ALIASES), name -> value
+      (None: not given). Each sets its config key, after `overrides`; one
+      whose key the experiment lacks is refused naming the flag, and one
+      that contradicts an override of its key is refused naming both.
 
   Returns:
     The resolved, locked config.
@@ -265,94 +217,18 @@ def get_config(exp: str, overrides: Sequence[str] = ()
     smoke(config)
     if hasattr(module, "smoke"):
       module.smoke(config)
+  flags = {k: v for k, v in (flags or {}).items() if v is not None}
   valid = flat_keys(config)
-  flag_names = {key: f"--{flag}" for flag, (key, _, _) in
-                FLAG_ALIASES.items()}
-  for key, flag in flag_names.items():
-    if key not in valid and any(o.startswith(key + "=") for o in overrides):
-      raise UserError(f"{flag}: experiment '{name}' has no option {key} "
-                      f"(its family, '{config.family}', takes no {flag}).")
-  apply_overrides(config, overrides)
+  for flag in flags:
+    key = FLAG_ALIASES[flag][0]
+    if key not in valid:
+      raise UserError(f"--{flag}: experiment '{name}' has no option {key} "
+                      f"(its family, '{config.family}', takes no --{flag}).")
+  check_conflicts(config, overrides, flags)
+  apply_overrides(config, [*overrides, *flag_overrides(flags, overrides)])
   validate(config)
   config.lock()
   return config
-
-
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-  keys = []
-  for k, v in config.items():
-    if isinstance(v, ml_collections.ConfigDict):
-      keys += flat_keys(v, f"{prefix}{k}.")
-    else:
-      keys.append(f"{prefix}{k}")
-  return keys
-
-
-def _parse_value(key: str, text: str, current: Any) -> Any:
-  """Parses `text` into the type of `current`, or raises a one-line UserError."""
-  def fail(expected):
-    raise UserError(f"--config.{key}: expected {expected}, got '{text}'.")
-
-  if isinstance(current, bool):
-    low = text.lower()
-    if low in ("true", "1", "yes"):
-      return True
-    if low in ("false", "0", "no"):
-      return False
-    fail("a bool (true/false)")
-  if isinstance(current, int):
-    try:
-      return int(text)
-    except ValueError:
-      fail("an int")
-  if isinstance(current, float):
-    try:
-      return float(text)
-    except ValueError:
-      fail("a float")
-  if isinstance(current, str):
-    return text
-  if isinstance(current, (tuple, list)):
-    try:
-      value = ast.literal_eval(text if text.strip().startswith(("(", "["))
-                               else f"({text},)")
-    except (ValueError, SyntaxError):
-      fail("a tuple such as 1,2,3")
-    value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if current and not all(isinstance(v, type(current[0])) or
-                           (isinstance(current[0], float) and isinstance(v, int))
-                           for v in value):
-      fail(f"a tuple of {type(current[0]).__name__}")
-    return type(current)(value)
-  if current is None:
-    try:
-      return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      return text
-  fail(type(current).__name__)
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Sequence[str]) -> None:
-  """Applies 'a.b=value' strings; unknown keys and bad values raise UserError."""
-  valid = flat_keys(config)
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    if not sep:
-      raise UserError(f"--config.{key}: needs a value, as --config.{key}=VALUE.")
-    if key not in valid:
-      near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-      if not near:  # Same leaf name in another section, e.g. 'num_steps'.
-        leaf = key.rsplit(".", 1)[-1]
-        near = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:3]
-      hint = (f" Nearest valid keys: {', '.join('--config.' + k for k in near)}."
-              if near else "")
-      raise UserError(f"--config.{key}: unknown config key.{hint}")
-    *path, leaf = key.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    node[leaf] = _parse_value(key, text, node[leaf])
 
 
 _CHOICES = {
@@ -364,6 +240,30 @@ _CHOICES = {
 }
 
 
+# Shared keys (numbers, or tuples of them) -> their lowest valid value.
+_AT_LEAST = {
+    **dict.fromkeys(
+        ("train.num_steps", "data.batch_size", "data.eval_batch_size",
+         "train.log_every", "train.eval_every", "train.ckpt_every",
+         "train.sample_every", "train.keep_ckpts", "mesh.fsdp_min_size",
+         "eval.num_samples", "data.image_shape"), 1),
+    **dict.fromkeys(
+        ("seed", "sample.seed", "sample.num_samples", "sample.labels",
+         "data.num_classes", "train.warmup_steps", "train.learning_rate",
+         "train.weight_decay", "train.grad_clip_norm",
+         "train.final_lr_fraction"), 0),
+}
+_FRACTIONS = ("train.b1", "train.b2", "train.ema_decay")  # in [0, 1)
+_MAX_SEED = 2**32 - 1  # seeds are folded into keys as uint32
+MESH_AXES = ("data", "fsdp", "model")
+
+
+def _flag_name(key: str) -> str:
+  """'--config.KEY', with the short flag that sets it, if any."""
+  flag = [f for f, (k, _, _) in FLAG_ALIASES.items() if k == key]
+  return f"--config.{key}" + (f" (--{flag[0]})" if flag else "")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values that types alone do not catch."""
   for key, choices in _CHOICES.items():
@@ -372,13 +272,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if value not in choices:
       raise UserError(f"--config.{key}: '{value}' is not one of "
                       f"{', '.join(choices)}.")
-  for key in ("train.num_steps", "data.batch_size", "data.eval_batch_size",
-              "train.log_every", "train.eval_every", "train.ckpt_every",
-              "train.sample_every", "train.keep_ckpts", "mesh.fsdp_min_size"):
-    section, leaf = key.split(".")
-    if config[section][leaf] <= 0:
-      raise UserError(f"--config.{key}: must be positive, got "
-                      f"{config[section][leaf]}.")
+  for key, low in _AT_LEAST.items():
+    value = config[key]
+    if any(v < low for v in (value if isinstance(value, tuple) else (value,))):
+      rule = "must be positive" if low == 1 else f"must be >= {low}"
+      raise UserError(f"{_flag_name(key)}: {rule}, got {value}.")
+  for key in _FRACTIONS:
+    if not 0 <= config[key] < 1:
+      raise UserError(f"--config.{key}: must be in [0, 1), got "
+                      f"{config[key]}.")
+  for key in ("seed", "sample.seed"):
+    if config[key] > _MAX_SEED:
+      raise UserError(f"{_flag_name(key)}: must be at most {_MAX_SEED}, got "
+                      f"{config[key]}.")
   mixture = config.data.name in mixtures.MIXTURES
   if (config.eval.quality_features == "mixture_modes") != mixture and (
       config.eval.quality_samples > 0):
@@ -387,9 +293,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"not apply to data '{config.data.name}': 'mixture_modes' is for the "
         f"2-D mixtures ({', '.join(mixtures.MIXTURES)}), the feature "
         "extractors for images.")
-  if len(config.mesh.axes) != len(config.mesh.shape):
+  features = config.eval.quality_features
+  if config.eval.quality_samples > 0 and features != "mixture_modes":
+    # Precision/recall take each point's 3 nearest neighbours.
+    if config.eval.quality_samples < 4 or 0 < config.eval.num_examples < 4:
+      raise UserError(
+          f"--config.eval.quality_samples={config.eval.quality_samples}, "
+          f"--config.eval.num_examples={config.eval.num_examples}: sample "
+          "quality needs at least 4 samples and 4 held-out examples.")
+    if features == "mnist_classifier" and (
+        tuple(config.data.image_shape) != (28, 28, 1)):
+      raise UserError(
+          "--config.eval.quality_features=mnist_classifier scores 28x28x1 "
+          f"images, not {tuple(config.data.image_shape)}; use inception_v3.")
+  axes, shape = tuple(config.mesh.axes), tuple(config.mesh.shape)
+  if any(a not in MESH_AXES for a in axes) or len(set(axes)) < len(axes):
+    raise UserError(f"--config.mesh.axes={axes}: each axis is one of "
+                    f"{', '.join(MESH_AXES)}, at most once.")
+  if len(axes) != len(shape):
     raise UserError("--config.mesh.shape: needs one entry per axis of "
-                    f"--config.mesh.axes {tuple(config.mesh.axes)}.")
+                    f"--config.mesh.axes {axes}.")
+  if any(s < 1 and s != -1 for s in shape) or shape.count(-1) > 1:
+    raise UserError(f"--config.mesh.shape={shape}: sizes must be >= 1, or "
+                    "-1 (all remaining devices) for one axis.")
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -64,12 +64,13 @@ def _split_overrides(argv: list[str]) -> list[str]:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags take "
+                    "--NAME=VALUE, config keys --config.SECTION.KEY=VALUE).")
   if not flags.FLAGS["verbosity"].present:
     log_lib.quiet_library_logs()
-  aliases = config_lib.flag_overrides(
+  config = config_lib.get_config(
+      _EXP.value, _OVERRIDES,
       {name: flag.value for name, flag in _ALIASES.items()})
-  config = config_lib.get_config(_EXP.value, _OVERRIDES + aliases)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _MODE.value == "train":

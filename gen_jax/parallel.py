@@ -33,6 +33,7 @@ def initialize_distributed(coordinator_address: str = "",
   JAX_COORDINATOR_ADDRESS in the environment); a single machine runs as is.
   For processes on one host (tests), pass all three arguments.
   """
+  check_process_flags(coordinator_address, num_processes, process_id)
   if coordinator_address:
     # Cross-process collectives for CPU devices; no effect on GPU/TPU.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -45,6 +46,27 @@ def initialize_distributed(coordinator_address: str = "",
     logging.info("Process %d of %d; %d local of %d devices.",
                  jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())
+
+
+def check_process_flags(coordinator_address: str, num_processes: int,
+                        process_id: int) -> None:
+  """Refuses main.py's process flags unless all three are given, and
+  consistently, or none."""
+  if not coordinator_address:
+    if num_processes != 0 or process_id != -1:
+      raise UserError("--num_processes and --process_id need "
+                      "--coordinator_address=HOST:PORT (of process 0).")
+    return
+  host, _, port = coordinator_address.rpartition(":")
+  if not host or not port.isdigit():
+    raise UserError(f"--coordinator_address={coordinator_address}: expected "
+                    "HOST:PORT, e.g. localhost:1234.")
+  if num_processes < 1:
+    raise UserError(f"--coordinator_address needs --num_processes >= 1, got "
+                    f"{num_processes}.")
+  if not 0 <= process_id < num_processes:
+    raise UserError(f"--process_id={process_id}: must be in 0.."
+                    f"{num_processes - 1} (--num_processes={num_processes}).")
 
 
 def _cluster_detected() -> bool:

@@ -49,9 +49,11 @@ def test_train_resume_eval_sample(data_dir, tmp_path):
   assert pathlib.Path(wd, "samples", "sample_step_20.png").stat().st_size > 500
 
 
-def _error(args, data_dir, **kw):
+def _error(args, data_dir, status=None, **kw):
+  """The one error line of a failing run (`status`: its exit status)."""
   proc = run_main(args, data_dir, check=False, **kw)
   assert proc.returncode != 0, proc.stdout
+  assert status in (None, proc.returncode), proc.stderr
   assert "Traceback" not in proc.stderr, proc.stderr
   lines = [l for l in proc.stderr.strip().splitlines()
            if l.startswith(("error:", "FATAL"))]
@@ -82,6 +84,33 @@ def test_bad_inputs_give_one_clear_line(data_dir, tmp_path):
   assert "No checkpoint" in line
   line = _error(["--workdir=x"], data_dir)
   assert "--exp is required" in line and "vae_mnist" in line
+
+
+def test_bad_flags_give_one_line_and_exit_2(data_dir, tmp_path):
+  wd = f"--workdir={tmp_path / 'w'}"
+  assert _error(["--exp=vae_mnist:nosuch", wd], data_dir, status=2) == (
+      "error: --exp=vae_mnist:nosuch: 'nosuch' is not an argument of "
+      "vae_mnist; valid: smoke (join several with '-').")
+  assert _error(["--exp=cvae_mnist:smoke", wd, "--labels=a,b"], data_dir,
+                status=2) == (
+                    "error: --labels=a,b: expected class ids such as 0,3,7.")
+  assert _error(["--exp=ddpm_mnist:smoke", wd, "--sampler=ddim",
+                 "--config.sample.sampler=ddpm"], data_dir, status=2) == (
+                     "error: --sampler=ddim conflicts with "
+                     "--config.sample.sampler=ddpm; give one of them.")
+  assert _error(["--exp=vae_mnist:smoke", wd, "--num_processes=2"], data_dir,
+                status=2) == (
+                    "error: --num_processes and --process_id need "
+                    "--coordinator_address=HOST:PORT (of process 0).")
+  assert _error(["--exp=vae_mnist:smoke", wd, "--config.train.num_steps",
+                 "5"], data_dir, status=2) == (
+                     "error: unexpected arguments: 5 (flags take "
+                     "--NAME=VALUE, config keys --config.SECTION.KEY=VALUE).")
+  # A value absl itself refuses: its one FATAL line (then a hint), status 1.
+  assert _error(["--exp=ddpm_mnist:smoke", wd, "--num_steps=abc"], data_dir,
+                status=1) == (
+                    "FATAL Flags parsing error: flag --num_steps=abc: invalid "
+                    "literal for int() with base 10: 'abc'")
 
 
 def test_incompatible_workdir_is_refused(data_dir, tmp_path):

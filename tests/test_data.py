@@ -1,5 +1,7 @@
 """Data: the embedded split, the offline decision, Grain order and sharding."""
 
+import re
+
 import grain
 import numpy as np
 import pytest
@@ -53,6 +55,22 @@ def test_forced_tfds_without_data_is_a_clear_error(tmp_path):
     sources.resolve("mnist", "tfds", str(tmp_path))
   with pytest.raises(UserError, match="no embedded data for 'cifar10'"):
     sources.resolve("cifar10", "embedded", str(tmp_path))
+
+
+@pytest.mark.parametrize("source", ["auto", "tfds"])
+def test_a_dataset_tfds_does_not_know_is_one_line(tmp_path, source):
+  with pytest.raises(UserError, match="^" + re.escape(
+      "--config.data.name=mnsit: TFDS has no such dataset, and none is "
+      f"prepared in {tmp_path}.") + "$"):
+    sources.resolve("mnsit", source, str(tmp_path))
+
+
+def test_an_unwritable_data_dir_is_one_line(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(UserError, match=re.escape(
+      f"cannot write the embedded 'mnist' into the data dir {blocker}/data")):
+    sources.resolve("mnist", "embedded", str(blocker / "data"))
 
 
 class _Source:

@@ -168,13 +168,20 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
     name, data_dir = sources.resolve(config.data.name, config.data.source,
                                      config.data.data_dir)
     splits = tfds.data_source(name, data_dir=data_dir)
-    train_src = splits["train"]
-    eval_src = splits["test"] if "test" in splits else splits["validation"]
+    held_out = [s for s in ("test", "validation") if s in splits]
+    if "train" not in splits or not held_out:
+      raise UserError(f"--config.data.name={config.data.name}: '{name}' needs "
+                      "a train split and a test or validation split; it has "
+                      f"{', '.join(splits)}.")
+    train_src, eval_src = splits["train"], splits[held_out[0]]
     if config.data.cache:
       train_src = ArraySource.decode(train_src)
       eval_src = ArraySource.decode(eval_src)
   if config.data.name not in text.NAMES:
     expected = tuple(config.data.image_shape)
+    if "image" not in train_src[0]:
+      raise UserError(f"--config.data.name={config.data.name}: '{name}' has "
+                      f"no 'image' feature (it has {', '.join(train_src[0])}).")
     got = tuple(np.asarray(train_src[0]["image"]).shape)
     if got != expected:
       raise UserError(f"--config.data.image_shape={expected} but '{name}' has "

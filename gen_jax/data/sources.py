@@ -51,6 +51,15 @@ def _can_prepare() -> bool:
   return importlib.util.find_spec("tensorflow") is not None
 
 
+def _in_tfds(name: str) -> bool:
+  """Whether TFDS knows the dataset `name` (e.g. 'mnist', 'mnist:3.*.*')."""
+  try:
+    tfds.builder_cls(name.split(":")[0].split("/")[0])
+  except tfds.core.registered.DatasetNotFoundError:
+    return False
+  return True
+
+
 def _prepare_tfds(name: str, data_dir: str) -> None:
   tfds.builder(name, data_dir=data_dir).download_and_prepare(
       file_format="array_record")
@@ -73,6 +82,9 @@ def resolve(name: str, source: str, data_dir: str) -> tuple[str, str]:
   tfds.disable_progress_bar()
   if source in ("auto", "tfds") and is_prepared(name, data_dir):
     return name, data_dir
+  if source != "embedded" and name not in EMBEDDED and not _in_tfds(name):
+    raise UserError(f"--config.data.name={name}: TFDS has no such dataset, "
+                    f"and none is prepared in {data_dir}.")
   if source == "tfds" or (source == "auto" and name not in EMBEDDED):
     if not _can_prepare():
       raise UserError(
@@ -95,7 +107,12 @@ def resolve(name: str, source: str, data_dir: str) -> tuple[str, str]:
     raise UserError(f"data.source=embedded: no embedded data for '{name}'. "
                     f"Valid: {', '.join(EMBEDDED)}.")
   module = EMBEDDED[name]
-  module.prepare(data_dir)
+  try:
+    module.prepare(data_dir)
+  except OSError as e:
+    raise UserError(f"cannot write the embedded '{name}' into the data dir "
+                    f"{data_dir} (--config.data.data_dir or $TFDS_DATA_DIR): "
+                    f"{e.strerror or e}.") from e
   if source == "auto":
     logging.warning(
         "TFDS '%s' is not available offline in %s: using the embedded real "

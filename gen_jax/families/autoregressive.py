@@ -50,7 +50,23 @@ PRETRAINED_OPTIONS = ("dropout", "remat", "lora_rank", "lora_alpha",
                       "attention_impl")
 
 
+def _check_options(config) -> None:
+  """The model options of either architecture that a network can use."""
+  m = config.model
+  sizes = ("width", "num_heads", "num_layers", "context_length", "embed_dim",
+           "hidden")
+  base.check_sizes(
+      config, positive=[f"model.{k}" for k in sizes if k in m],
+      nonnegative=[f"model.{k}" for k in ("mlp_width", "lora_rank") if k in m])
+  if not 0 <= m.get("dropout", 0.0) < 1:
+    raise UserError(f"--config.model.dropout={m.dropout}: must be in [0, 1).")
+  if m.get("attention_impl", "") not in ("", "xla", "cudnn"):
+    raise UserError(f"--config.model.attention_impl: '{m.attention_impl}' is "
+                    "not one of xla, cudnn ('' lets JAX choose).")
+
+
 def _model_config(config, vocab_size: int):
+  _check_options(config)
   m = config.model.to_dict()
   arch = m.pop("arch", None)
   init_from = config.get("init_from", "")
@@ -101,6 +117,8 @@ def _model_config(config, vocab_size: int):
 class Autoregressive(base.OneNetwork):
   """A next-token model over text: Transformer or LSTM."""
 
+  models_text = True
+
   def __init__(self, config, tokenizer=None):
     if tokenizer is None:
       raise UserError(f"--config.data.name={config.data.name}: the "
@@ -121,6 +139,9 @@ class Autoregressive(base.OneNetwork):
     s = config.sample
     if s.max_new_tokens < 1:
       raise UserError("--config.sample.max_new_tokens: must be >= 1.")
+    if not s.prompts:
+      raise UserError("--config.sample.prompts: needs at least one prompt "
+                      "(--prompt=TEXT; '' starts from nothing).")
     if s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
       raise UserError("--config.sample: temperature must be >= 0, top_k >= 0 "
                       f"and 0 < top_p <= 1 (got {s.temperature}, {s.top_k}, "

@@ -51,12 +51,16 @@ class Family(abc.ABC):
   """What every generative family provides. All array methods are pure."""
 
   num_classes: int = 0  # > 0: samples are conditioned on a class label
+  models_text: bool = False  # True: reads token batches (text data)
   # True: partition_rules split the network over a 'model' mesh axis.
   model_parallel: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, tokenizer=None):
     """Args: the resolved config; the data pipeline's tokenizer (text data,
     else None), for families that read or write tokens."""
+    if tokenizer is not None and not self.models_text:
+      raise UserError(f"--config.data.name={config.data.name} is text, which "
+                      f"the '{config.family}' family does not model.")
     self.config = config
     self.tokenizer = tokenizer
 
@@ -249,6 +253,30 @@ def class_labels(num: int, num_classes: int, labels: np.ndarray | None,
     labels = np.arange(num) % num_classes
   labels = np.asarray(labels, np.int32)
   return jax.jit(lambda: jnp.asarray(labels), out_shardings=sharding)()
+
+
+def check_sizes(config: ml_collections.ConfigDict, positive=(),
+                nonnegative=()) -> None:
+  """Refuses, naming the key, a size or count the family cannot use: one of
+  the dotted keys `positive` (an int, or a non-empty tuple of ints) below 1,
+  or one of `nonnegative` below 0."""
+  for keys, low in ((positive, 1), (nonnegative, 0)):
+    for key in keys:
+      value = config[key]
+      values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+      if not values or min(values) < low:
+        rule = ("positive" if low else ">= 0") + (
+            " and not empty" if isinstance(value, (tuple, list)) else "")
+        raise UserError(f"--config.{key}={value}: must be {rule}.")
+
+
+def check_images(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """`data.image_shape`; refuses data that are not images [H, W, C]."""
+  shape = tuple(config.data.image_shape)
+  if len(shape) != 3:
+    raise UserError(f"--config.data.image_shape={shape}: the "
+                    f"'{config.family}' family models images [H, W, C].")
+  return shape
 
 
 def masked_sum(values_B: jax.Array, batch: Batch) -> jax.Array:

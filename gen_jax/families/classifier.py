@@ -43,6 +43,15 @@ class Classifier(base.OneNetwork):
     if not 0.0 <= m.dropout < 1.0:
       raise UserError(f"--config.model.dropout: must be in [0, 1), got "
                       f"{m.dropout}.")
+    base.check_sizes(config, positive=("model.channels", "model.feature_dim"))
+    h, w, _ = base.check_images(config)
+    if min(h, w) < 2**len(m.channels):
+      raise UserError(f"--config.model.channels={m.channels}: each entry "
+                      f"halves the image, and {h}x{w} cannot be halved "
+                      f"{len(m.channels)} times.")
+    if config.data.num_classes < 1:
+      raise UserError(f"--config.data.num_classes={config.data.num_classes}: "
+                      "a classifier needs at least 1 class.")
     self.model_cfg = classifier_lib.config_from(
         m, config.data, dtype=config.train.dtype)
     self.augment_shift = config.train.get("augment_shift", 0)

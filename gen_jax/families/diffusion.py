@@ -34,6 +34,37 @@ from gen_jax.errors import UserError
 from gen_jax.families import base, likelihoods, register, schedules
 from gen_jax.models import unet
 
+
+def _check_config(config) -> None:
+  """Sizes and rates the U-Net and the noise schedule can use."""
+  m = config.model
+  base.check_sizes(
+      config, positive=("model.channels", "model.channel_mults",
+                        "model.num_groups", "model.patch_size",
+                        "eval.vlb_timesteps", "eval.periodic_vlb_timesteps"),
+      nonnegative=("model.num_res_blocks", "model.num_classes"))
+  h, w, _ = base.check_images(config)
+  if h % m.patch_size or w % m.patch_size:
+    raise UserError(f"--config.model.patch_size={m.patch_size} does not "
+                    f"divide the {h}x{w} image.")
+  for c in {m.channels * k for k in (1, *m.channel_mults)}:
+    if c % min(m.num_groups, c):
+      raise UserError(f"--config.model.num_groups={m.num_groups} does not "
+                      f"divide the U-Net's {c} channels (model.channels x "
+                      "each of model.channel_mults).")
+  if m.num_timesteps < 2:
+    raise UserError(f"--config.model.num_timesteps={m.num_timesteps}: must "
+                    "be >= 2.")
+  if m.schedule == "linear" and not 0 < m.beta_start <= m.beta_end < 1:
+    raise UserError(f"--config.model.beta_start={m.beta_start}, beta_end="
+                    f"{m.beta_end}: need 0 < beta_start <= beta_end < 1.")
+  if not 0 <= m.dropout < 1:
+    raise UserError(f"--config.model.dropout={m.dropout}: must be in [0, 1).")
+  for key in ("model.label_dropout", "sample.eta"):
+    if not 0 <= config[key] <= 1:
+      raise UserError(f"--config.{key}={config[key]}: must be in [0, 1].")
+
+
 @register("diffusion")
 class Diffusion(base.OneNetwork):
   """DDPM/DDIM with a U-Net denoiser; optional classes and guidance."""
@@ -46,6 +77,7 @@ class Diffusion(base.OneNetwork):
     if m.variance not in ("fixed_large", "fixed_small"):
       raise UserError(f"--config.model.variance: '{m.variance}' is not one "
                       "of fixed_large, fixed_small.")
+    _check_config(config)
     self.sched = schedules.make_schedule(schedules.make_betas(
         m.schedule, m.num_timesteps, m.beta_start, m.beta_end))
     # Variance of p(x_{t-1} | x_t): beta_t ('fixed_large', DDPM's CIFAR-10

@@ -49,6 +49,9 @@ class Flow(base.OneNetwork):
       raise UserError(f"--config.train.dtype={config.train.dtype}: the flow "
                       "family computes in float32 only.")
     shape = tuple(config.data.image_shape)
+    if len(shape) not in (1, 3):
+      raise UserError(f"--config.data.image_shape={shape}: the flow family "
+                      "models images [H, W, C] or vectors [D].")
     self.is_image = len(shape) == 3
     if self.is_image == (m.arch == "coupling_mlp"):
       raise UserError(f"--config.model.arch={m.arch} does not fit data of "
@@ -57,6 +60,9 @@ class Flow(base.OneNetwork):
     for key in ("steps_per_level", "num_levels", "hidden"):
       if m[key] < 1:
         raise UserError(f"--config.model.{key}={m[key]}: must be >= 1.")
+    if m.num_blocks < 0:
+      raise UserError(f"--config.model.num_blocks={m.num_blocks}: must be "
+                      ">= 0.")
     if m.preprocess == "logit" and not 0 < m.logit_alpha < 0.5:
       raise UserError(f"--config.model.logit_alpha: must be in (0, 0.5), got "
                       f"{m.logit_alpha}.")

@@ -121,6 +121,11 @@ class GAN(base.Family):
     if m.loss not in LOSSES:
       raise UserError(f"--config.model.loss: '{m.loss}' is not one of "
                       f"{', '.join(LOSSES)}.")
+    base.check_sizes(
+        config, positive=("model.latent_dim", "model.maxout",
+                          "model.g_channels", "model.d_channels",
+                          "model.g_hidden", "model.d_hidden"),
+        nonnegative=("model.num_classes",))
     if m.n_critic < 1 or config.data.batch_size % m.n_critic:
       raise UserError(
           f"--config.data.batch_size={config.data.batch_size} must be a "

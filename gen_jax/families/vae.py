@@ -46,6 +46,12 @@ class VAE(base.OneNetwork):
     if self.likelihood not in ("bernoulli", "gaussian"):
       raise UserError(f"--config.model.likelihood: '{self.likelihood}' is not "
                       "one of bernoulli, gaussian.")
+    base.check_sizes(
+        config, positive=("model.latent_dim", "model.channels",
+                          "model.hidden_dim", "eval.num_importance_samples",
+                          "eval.periodic_importance_samples"),
+        nonnegative=("model.num_classes",))
+    base.check_images(config)
     self.beta = m.beta
     self.model_cfg = conv_vae.ConvVAEConfig(
         image_shape=tuple(config.data.image_shape),
