@@ -113,6 +113,23 @@ def test_batched_prompts_of_different_lengths(name):
     assert gen[i].tolist() == seq[len(prompt):]
 
 
+@pytest.mark.parametrize("name", ["transformer", "lstm"])
+def test_dropout_is_on_only_with_rngs(name):
+  """Eval and sampling pass no rngs: dropout is off there (the logits equal
+  those of the same weights without dropout) instead of an error."""
+  def build(rate):
+    if name == "lstm":
+      return lstm.LSTMLM(lstm.LSTMConfig(vocab_size=V, embed_dim=8, hidden=16,
+                                         num_layers=2, dropout=rate),
+                         rngs=nnx.Rngs(0))
+    return _transformer(dropout=rate)
+  tokens = _tokens((2, 8))
+  with_dropout, without = build(0.5), build(0.0)
+  np.testing.assert_array_equal(with_dropout(tokens), without(tokens))
+  dropped = with_dropout(tokens, rngs=nnx.Rngs(dropout=1))
+  assert np.abs(np.asarray(dropped - without(tokens))).max() > 1e-3
+
+
 def test_cache_mask():
   valid = jnp.asarray([[False, True, True, False, False]])
   mask = np.asarray(attention.cache_mask(valid, jnp.int32(1), 2))[0]

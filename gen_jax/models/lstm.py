@@ -66,7 +66,8 @@ class LSTMLM(nnx.Module):
                    ) -> jax.Array:
     """Token embeddings [B, T, E] (dropout iff `rngs`)."""
     x = self.embed[...][tokens_BT].astype(self.cfg.dtype)
-    return self.dropout(x, rngs=rngs)
+    return self.dropout(x, rngs=rngs,
+                        deterministic=rngs is None)
 
   def from_embeddings(self, x_BTD: jax.Array, rngs: nnx.Rngs | None = None
                       ) -> jax.Array:
@@ -74,7 +75,8 @@ class LSTMLM(nnx.Module):
     x = x_BTD
     carry = self.init_cache(x_BTD.shape[0])
     for rnn, layer_carry in zip(self.rnns, carry.layers):
-      x = self.dropout(rnn(x, initial_carry=layer_carry), rngs=rngs)
+      x = self.dropout(rnn(x, initial_carry=layer_carry), rngs=rngs,
+                       deterministic=rngs is None)
     return self.head(x).astype(jnp.float32)
 
   def extend(self, tokens_BT: jax.Array, valid_BT: jax.Array, carry: Carry

@@ -127,9 +127,11 @@ class Block(nnx.Module):
       k, v, new_kv = k_cache, v_cache, (k_cache, v_cache)
     a = attention.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
                             cfg.attention_impl).reshape(b, t, d)
-    x_BTD = x_BTD + self.dropout(self.attn_out(a), rngs=rngs)
+    x_BTD = x_BTD + self.dropout(self.attn_out(a), rngs=rngs,
+                                 deterministic=rngs is None)
     h = jax.nn.gelu(self.fc(self.ln2(x_BTD)), approximate=True)
-    x_BTD = x_BTD + self.dropout(self.mlp_out(h), rngs=rngs)
+    x_BTD = x_BTD + self.dropout(self.mlp_out(h), rngs=rngs,
+                                 deterministic=rngs is None)
     return x_BTD, new_kv
 
 
@@ -158,7 +160,8 @@ class Transformer(nnx.Module):
     x = self.embed[...][tokens_BT]
     if self.pos_embed is not None:
       x = x + self.pos_embed[...][positions_BT]
-    return self.dropout(x.astype(self.cfg.dtype), rngs=rngs)
+    return self.dropout(x.astype(self.cfg.dtype), rngs=rngs,
+                        deterministic=rngs is None)
 
   def _logits(self, x_BTD):
     x = self.ln_f(x_BTD)
