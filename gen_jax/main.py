@@ -89,13 +89,22 @@ def _print_help() -> None:
   print("\n".join(lines))
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with its errors (a bad value, an unknown flag, a
+  missing --exp) as one 'error:' line like every other bad input."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise UserError(str(e)) from None
+
+
 def run():
   if any(a in ("-h", "--help", "--helpshort", "-?") for a in sys.argv[1:]):
     _print_help()
     sys.exit(0)
   argv = _split_overrides(sys.argv)
   try:
-    app.run(main, argv=argv)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
