@@ -58,8 +58,8 @@ def _check_options(config) -> None:
   base.check_sizes(
       config, positive=[f"model.{k}" for k in sizes if k in m],
       nonnegative=[f"model.{k}" for k in ("mlp_width", "lora_rank") if k in m])
-  if not 0 <= m.get("dropout", 0.0) < 1:
-    raise UserError(f"--config.model.dropout={m.dropout}: must be in [0, 1).")
+  if "dropout" in m:
+    base.check_fraction(config, "model.dropout")
   if m.get("attention_impl", "") not in ("", "xla", "cudnn"):
     raise UserError(f"--config.model.attention_impl: '{m.attention_impl}' is "
                     "not one of xla, cudnn ('' lets JAX choose).")

@@ -270,6 +270,16 @@ def check_sizes(config: ml_collections.ConfigDict, positive=(),
         raise UserError(f"--config.{key}={value}: must be {rule}.")
 
 
+def check_fraction(config: ml_collections.ConfigDict, key: str,
+                   include_one: bool = False) -> None:
+  """Refuses, naming the key, a rate outside [0, 1) ([0, 1] with
+  `include_one`)."""
+  value = config[key]
+  if not (0 <= value <= 1 if include_one else 0 <= value < 1):
+    raise UserError(f"--config.{key}={value}: must be in [0, "
+                    f"{'1]' if include_one else '1)'}.")
+
+
 def check_images(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """`data.image_shape`; refuses data that are not images [H, W, C]."""
   shape = tuple(config.data.image_shape)

@@ -40,9 +40,7 @@ class Classifier(base.OneNetwork):
 
   def __init__(self, config, tokenizer=None):
     m = config.model
-    if not 0.0 <= m.dropout < 1.0:
-      raise UserError(f"--config.model.dropout: must be in [0, 1), got "
-                      f"{m.dropout}.")
+    base.check_fraction(config, "model.dropout")
     base.check_sizes(config, positive=("model.channels", "model.feature_dim"))
     h, w, _ = base.check_images(config)
     if min(h, w) < 2**len(m.channels):

@@ -58,11 +58,9 @@ def _check_config(config) -> None:
   if m.schedule == "linear" and not 0 < m.beta_start <= m.beta_end < 1:
     raise UserError(f"--config.model.beta_start={m.beta_start}, beta_end="
                     f"{m.beta_end}: need 0 < beta_start <= beta_end < 1.")
-  if not 0 <= m.dropout < 1:
-    raise UserError(f"--config.model.dropout={m.dropout}: must be in [0, 1).")
+  base.check_fraction(config, "model.dropout")
   for key in ("model.label_dropout", "sample.eta"):
-    if not 0 <= config[key] <= 1:
-      raise UserError(f"--config.{key}={config[key]}: must be in [0, 1].")
+    base.check_fraction(config, key, include_one=True)
 
 
 @register("diffusion")
