@@ -82,6 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sample_every = 1000
   c.train.ema_decay = 0.0  # 0 disables the EMA of parameters
   c.train.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
+  # Convolutions: 'auto' (the fastest forms of the backend: on CPU 1x1 as
+  # matmuls), 'xla' (XLA's own everywhere), 'matmul' (also the im2col kernel
+  # gradient for larger kernels). See gen_jax/models/conv.py.
+  c.train.conv = "auto"
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = -1  # -1: the whole held-out split
@@ -234,6 +238,7 @@ def get_config(exp: str, overrides: Sequence[str] = (),
 _CHOICES = {
     "data.source": ("auto", "tfds", "embedded"),
     "train.dtype": ("float32", "bfloat16"),
+    "train.conv": ("auto", "xla", "matmul"),
     "train.lr_schedule": ("constant", "cosine", "linear"),
     "eval.quality_features": ("mnist_classifier", "inception_v3",
                               "mixture_modes"),

@@ -27,6 +27,7 @@ from gen_jax.errors import Interrupted
 from gen_jax.errors import UserError
 from gen_jax.evaluation import evaluators
 from gen_jax.evaluation import grids
+from gen_jax.models import conv as conv_lib
 
 PyTree = Any
 
@@ -76,6 +77,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
 def setup(config: ml_collections.ConfigDict, workdir: str,
           write_config: bool = True) -> Run:
   path = prepare_workdir(workdir, config, write_config)
+  conv_lib.set_impl(config.train.conv)
   mesh = parallel.make_mesh(config)
   data = pipeline.make(config, jax.process_index(), jax.process_count(),
                        parallel.num_batch_shards(mesh))
@@ -252,7 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               f"({run.data.num_train} train / {run.data.num_eval} eval); "
               f"{jax.device_count()} {jax.default_backend()} devices, "
               f"mesh {dict(run.mesh.shape)}; "
-              + (f"resuming at step {start}." if start else "starting."))
+              + (f"resuming at step {start}." if start else "starting.")
+              + f" Convolutions: {conv_lib.describe()}.")
 
   batch_sharding = parallel.batch_sharding(run.mesh, config.data.batch_size)
   replicated = parallel.replicated(run.mesh)

@@ -7,6 +7,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import conv as conv_lib
 from gen_jax.models.initializers import conv_kernel_init
 
 
@@ -54,8 +55,9 @@ class Classifier(nnx.Module):
     self.convs = nnx.List()
     for c_out in cfg.channels:
       for _ in range(2):
-        self.convs.append(nnx.Conv(c_in, c_out, (3, 3), dtype=dtype,
-                                   kernel_init=conv_kernel_init, rngs=rngs))
+        self.convs.append(conv_lib.Conv(
+            c_in, c_out, (3, 3), dtype=dtype, kernel_init=conv_kernel_init,
+            rngs=rngs))
         c_in = c_out
     h, w = cfg.image_shape[0], cfg.image_shape[1]
     for _ in cfg.channels:

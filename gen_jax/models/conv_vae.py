@@ -6,6 +6,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import conv as conv_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvVAEConfig:
@@ -34,8 +36,8 @@ class Encoder(nnx.Module):
     c_in = cfg.image_shape[-1]
     self.convs = nnx.List()
     for c_out in cfg.channels:
-      self.convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=2, dtype=dtype,
-                                 rngs=rngs))
+      self.convs.append(conv_lib.Conv(c_in, c_out, (3, 3), strides=2,
+                                      dtype=dtype, rngs=rngs))
       c_in = c_out
     h, w = cfg.image_shape[0], cfg.image_shape[1]
     for _ in cfg.channels:
@@ -82,11 +84,11 @@ class Decoder(nnx.Module):
     c_in = cfg.channels[-1]
     outs = list(reversed(cfg.channels))[1:] + [max(cfg.channels[0] // 2, 1)]
     for c_out in outs:
-      self.upconvs.append(nnx.Conv(c_in, 4 * c_out, (3, 3), dtype=dtype,
-                                   rngs=rngs))
+      self.upconvs.append(conv_lib.Conv(c_in, 4 * c_out, (3, 3), dtype=dtype,
+                                        rngs=rngs))
       c_in = c_out
-    self.out = nnx.Conv(c_in, c * cfg.outputs_per_pixel, (3, 3), dtype=dtype,
-                        rngs=rngs)
+    self.out = conv_lib.Conv(c_in, c * cfg.outputs_per_pixel, (3, 3),
+                             dtype=dtype, rngs=rngs)
 
   def __call__(self, z_BD: jax.Array, y_onehot_BK: jax.Array | None = None
                ) -> jax.Array:

@@ -17,6 +17,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import conv as conv_lib
 from gen_jax.models import initializers
 
 
@@ -118,10 +119,9 @@ class Conv(nnx.Module):
     return self.sn(w) if self.sn is not None else w
 
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    y = jax.lax.conv_general_dilated(
-        x_BHWC.astype(self.dtype), self.weight().astype(self.dtype),
-        window_strides=(self.stride, self.stride), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv_lib.conv2d(x_BHWC.astype(self.dtype),
+                    self.weight().astype(self.dtype),
+                    (self.stride, self.stride), "SAME")
     if self.bias is not None:
       y = y + _per_feature(self.bias[...].astype(self.dtype), y.ndim)
     return y

@@ -30,22 +30,18 @@ receptive field is a full rectangle of rows above (k//2 more rows and columns
 either side per layer), so there is no blind spot (the plain PixelCNN's
 stacked 3x3 masks never see pixels up and to the right).
 
-Convolutions with k > 1 are XLA's, with a custom VJP whose kernel gradient
-is one matrix product of shifted copies of the input (im2col); 1x1 layers are
-plain matmuls. XLA:CPU differentiates a convolution's kernel 3-10x slower than
-the equivalent matmul (measured 440 ms vs 130-175 ms for the 2x3 vertical
-convolution at batch 32, 28x28, 64 -> 128 features; 480 ms vs 44 ms for a 1x1
-convolution). The custom VJP has no forward-mode rule (use reverse mode).
+Every convolution goes through `gen_jax.models.conv.conv2d` (1x1 layers as
+matmuls on CPU).
 """
 
 import dataclasses
-import functools
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.models import conv as conv_lib
 from gen_jax.models import initializers
 
 
@@ -108,54 +104,11 @@ def gate(x_BHW2F: jax.Array) -> jax.Array:
   return jnp.tanh(a) * jax.nn.sigmoid(b)
 
 
-def _patches(x_BHWI: jax.Array, kernel_size: tuple[int, int],
-             padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  """im2col: [B, H, W, kh * kw * I], tap-major (the HWIO kernel's order)."""
-  (kh, kw), (_, h, w, _) = kernel_size, x_BHWI.shape
-  x = jnp.pad(x_BHWI, ((0, 0), padding[0], padding[1], (0, 0)))
-  return jnp.concatenate([x[:, a:a + h, b:b + w] for a in range(kh)
-                          for b in range(kw)], axis=-1)
-
-
-def _lax_conv(x_BHWI, kernel_HWIO, padding):
-  return jax.lax.conv_general_dilated(
-      x_BHWI, kernel_HWIO, (1, 1), padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d(x_BHWI: jax.Array, kernel_HWIO: jax.Array,
-           padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  """A stride-1 convolution whose kernel gradient is one im2col matmul.
-
-  Forward and input gradient are XLA's convolutions (fast on every backend);
-  XLA:CPU's convolution kernel gradient is 3-10x slower than the matmul.
-  """
-  return _lax_conv(x_BHWI, kernel_HWIO, padding)
-
-
-def _conv2d_fwd(x_BHWI, kernel_HWIO, padding):
-  return _lax_conv(x_BHWI, kernel_HWIO, padding), (x_BHWI, kernel_HWIO)
-
-
-def _conv2d_bwd(padding, residuals, g_BHWO):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _lax_conv(x, kernel, padding), x)
-  dx, = input_vjp(g_BHWO)
-  cols = _patches(x, kernel.shape[:2], padding)
-  dk = cols.reshape(-1, cols.shape[-1]).T @ g_BHWO.reshape(
-      -1, kernel.shape[-1])
-  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
 class MaskedConv(nnx.Module):
   """A stride-1 2-D convolution with a fixed mask on its kernel.
 
   The output at (y, x) reads the input at (y + a - anchor[0], x + b -
-  anchor[1]) through tap (a, b), zero outside the image. 1x1: a matmul.
+  anchor[1]) through tap (a, b), zero outside the image.
   """
 
   def __init__(self, in_features: int, out_features: int,
@@ -183,10 +136,8 @@ class MaskedConv(nnx.Module):
     ay, ax = self.anchor
     x = x_BHWI.astype(self.dtype)
     kernel = (self.kernel[...] * self.mask()).astype(self.dtype)
-    if (kh, kw) == (1, 1):
-      y = x @ kernel[0, 0]
-    else:
-      y = conv2d(x, kernel, ((ay, kh - 1 - ay), (ax, kw - 1 - ax)))
+    y = conv_lib.conv2d(x, kernel,
+                        padding=((ay, kh - 1 - ay), (ax, kw - 1 - ax)))
     bias = self.bias[...].astype(self.dtype)
     return y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
 

@@ -18,6 +18,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import conv as conv_lib
 from gen_jax.models.initializers import conv_kernel_init
 
 
@@ -91,15 +92,15 @@ class ResBlock(nnx.Module):
     self.dropout = cfg.dropout
     self.norm1 = nnx.GroupNorm(c_in, num_groups=min(cfg.num_groups, c_in),
                                epsilon=1e-6, dtype=dtype, rngs=rngs)
-    self.conv1 = nnx.Conv(c_in, c_out, (3, 3), dtype=dtype,
-                          kernel_init=conv_kernel_init, rngs=rngs)
+    self.conv1 = conv_lib.Conv(c_in, c_out, (3, 3), dtype=dtype,
+                               kernel_init=conv_kernel_init, rngs=rngs)
     self.emb = nnx.Linear(emb_dim, c_out, dtype=dtype, rngs=rngs)
     self.norm2 = nnx.GroupNorm(c_out, num_groups=min(cfg.num_groups, c_out),
                                epsilon=1e-6, dtype=dtype, rngs=rngs)
-    self.conv2 = nnx.Conv(c_out, c_out, (3, 3), dtype=dtype,
-                          kernel_init=nnx.initializers.zeros, rngs=rngs)
-    self.skip = (nnx.Conv(c_in, c_out, (1, 1), dtype=dtype,
-                           kernel_init=conv_kernel_init, rngs=rngs)
+    self.conv2 = conv_lib.Conv(c_out, c_out, (3, 3), dtype=dtype,
+                               kernel_init=nnx.initializers.zeros, rngs=rngs)
+    self.skip = (conv_lib.Conv(c_in, c_out, (1, 1), dtype=dtype,
+                                kernel_init=conv_kernel_init, rngs=rngs)
                  if c_in != c_out else None)
 
   def __call__(self, x_BHWC, emb_BE, dropout_key=None):
@@ -136,9 +137,9 @@ class Downsample(nnx.Module):
   """Stride-2 3x3 convolution ('SAME': 28 -> 14 -> 7)."""
 
   def __init__(self, channels: int, cfg: UNetConfig, *, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(channels, channels, (3, 3), strides=2,
-                         dtype=jnp.dtype(cfg.dtype),
-                         kernel_init=conv_kernel_init, rngs=rngs)
+    self.conv = conv_lib.Conv(channels, channels, (3, 3), strides=2,
+                              dtype=jnp.dtype(cfg.dtype),
+                              kernel_init=conv_kernel_init, rngs=rngs)
 
   def __call__(self, x_BHWC):
     return self.conv(x_BHWC)
@@ -148,9 +149,9 @@ class Upsample(nnx.Module):
   """Nearest-neighbour x2 to the skip's size, then a 3x3 convolution."""
 
   def __init__(self, channels: int, cfg: UNetConfig, *, rngs: nnx.Rngs):
-    self.conv = nnx.Conv(channels, channels, (3, 3),
-                         dtype=jnp.dtype(cfg.dtype),
-                         kernel_init=conv_kernel_init, rngs=rngs)
+    self.conv = conv_lib.Conv(channels, channels, (3, 3),
+                              dtype=jnp.dtype(cfg.dtype),
+                              kernel_init=conv_kernel_init, rngs=rngs)
 
   def __call__(self, x_BHWC, size: tuple[int, int]):
     x = jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2)
@@ -174,8 +175,8 @@ class UNet(nnx.Module):
       raise ValueError(f"patch_size {p} does not divide the image "
                        f"{cfg.image_shape[:2]}.")
     c_img = cfg.image_shape[-1] * p * p
-    self.conv_in = nnx.Conv(c_img, ch, (3, 3), dtype=dtype,
-                            kernel_init=conv_kernel_init, rngs=rngs)
+    self.conv_in = conv_lib.Conv(c_img, ch, (3, 3), dtype=dtype,
+                                 kernel_init=conv_kernel_init, rngs=rngs)
 
     # Down: blocks and where they sit, so the up path can mirror the skips
     # and the attention (odd sizes round up on the way down, 7 -> 4, so the
@@ -220,8 +221,8 @@ class UNet(nnx.Module):
     self.norm_out = nnx.GroupNorm(c, num_groups=min(cfg.num_groups, c),
                                   epsilon=1e-6, dtype=dtype, rngs=rngs)
     out = (cfg.out_channels or cfg.image_shape[-1]) * p * p
-    self.conv_out = nnx.Conv(c, out, (3, 3), dtype=dtype,
-                             kernel_init=nnx.initializers.zeros, rngs=rngs)
+    self.conv_out = conv_lib.Conv(c, out, (3, 3), dtype=dtype,
+                                  kernel_init=nnx.initializers.zeros, rngs=rngs)
 
   def __call__(self, x_BHWC: jax.Array, t_B: jax.Array,
                y_B: jax.Array | None = None,
