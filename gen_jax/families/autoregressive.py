@@ -34,6 +34,7 @@ import optax
 from gen_jax import parallel
 from gen_jax.errors import UserError
 from gen_jax.families import base, likelihoods, register
+from gen_jax.models import attention
 from gen_jax.models import decoding
 from gen_jax.importers import gpt2
 from gen_jax.models import lora
@@ -60,9 +61,9 @@ def _check_options(config) -> None:
       nonnegative=[f"model.{k}" for k in ("mlp_width", "lora_rank") if k in m])
   if "dropout" in m:
     base.check_fraction(config, "model.dropout")
-  if m.get("attention_impl", "") not in ("", "xla", "cudnn"):
+  if m.get("attention_impl", "") not in attention.IMPLEMENTATIONS:
     raise UserError(f"--config.model.attention_impl: '{m.attention_impl}' is "
-                    "not one of xla, cudnn ('' lets JAX choose).")
+                    "not one of einsum, xla, cudnn ('' chooses by backend).")
 
 
 def _model_config(config, vocab_size: int):

@@ -49,7 +49,7 @@ class TransformerConfig:
   remat: bool = False  # recompute each block's activations in the backward
   lora_rank: int = 0  # > 0: adapters on qkv, attn_out, fc, mlp_out
   lora_alpha: float = 0.0  # adapter scale alpha / r (0: alpha = r)
-  attention_impl: str | None = None  # None | 'xla' | 'cudnn'
+  attention_impl: str | None = None  # None | 'einsum' | 'xla' | 'cudnn'
 
   @property
   def head_dim(self) -> int:
@@ -111,9 +111,10 @@ class Block(nnx.Module):
     mask_BTS); returns (x, (k_cache, v_cache) or None)."""
     cfg = self.cfg
     b, t, d = x_BTD.shape
-    qkv = self.qkv(self.ln1(x_BTD)).reshape(b, t, 3, cfg.num_heads,
-                                            cfg.head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, H]
+    # jnp.split, not indexing: its gradient is one concatenation, where
+    # three slices would each be padded back to [B, T, 3D] and summed.
+    q, k, v = (part.reshape(b, t, cfg.num_heads, cfg.head_dim)  # [B, T, N, H]
+               for part in jnp.split(self.qkv(self.ln1(x_BTD)), 3, axis=-1))
     if cfg.positions == "rotary":
       q = attention.rotary(q, positions_BT, cfg.rotary_base)
       k = attention.rotary(k, positions_BT, cfg.rotary_base)
