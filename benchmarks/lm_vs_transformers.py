@@ -52,6 +52,14 @@ context. MFU = tokens/s x FLOPs per token / (--peak_tflops x 1e12); the
 default 989 is an H100's dense bf16 peak. The FLOPs per token and the
 achieved FLOP/s are printed on every backend.
 
+Memory: the peak resident set of each side (benchmarks/memory.py: the
+kernel's high-water mark, reset before each side, so the peer's peak is its
+own even though it runs second in the same process), and on a GPU the peak
+device memory each framework reports.
+
+The machine's ceiling: an f32 2048^3 matmul timed with XLA (and torch), and
+our train step's achieved FLOP/s as a fraction of XLA's rate.
+
 Reading the output: one line per network with its parameter count, train
 tokens/s (and, on a GPU, MFU), decode tokens/s; then the ratios ours / peer
 (> 1: ours is faster). Our compile times are reported apart. Threads: torch
@@ -80,6 +88,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import memory
 from gen_jax import logging as log_lib
 from gen_jax.models import decoding
 from gen_jax.importers import gpt2
@@ -166,6 +175,23 @@ def median_seconds(fn, runs: int) -> float:
 
 def gpu_on_jax() -> bool:
   return jax.default_backend() == "gpu"
+
+
+def matmul_rates(with_torch: bool, n: int = 2048) -> dict[str, float]:
+  """GFLOP/s of an n^3 float32 matmul, XLA's (and torch's): the ceiling a
+  matmul-bound step can reach on this machine."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b)
+  f(a, a).block_until_ready()
+  rates = {"xla": 2 * n**3 / median_seconds(
+      lambda: f(a, a).block_until_ready(), 5) / 1e9}
+  if with_torch:
+    import torch  # pylint: disable=g-import-not-at-top
+    if not gpu_on_jax():  # the torch model on CPU: its matmul there
+      t = torch.randn(n, n)
+      t @ t
+      rates["torch"] = 2 * n**3 / median_seconds(lambda: t @ t, 5) / 1e9
+  return rates
 
 
 # --- ours ------------------------------------------------------------------
@@ -405,14 +431,24 @@ def main(argv):
     print(line)
   print(f"backend: {jax.default_backend()} ({device_name})", flush=True)
 
+  matmul = matmul_rates(peer_model is not None)
+  print("f32 matmul 2048^3 (the machine's practical peak): " + ", ".join(
+      f"{k} {v:,.1f} GFLOP/s" for k, v in matmul.items()), flush=True)
+
   rows = {}
-  ours = bench_ours(model, tokens_BT1, prompts_BP)
+  with memory.Peak() as mem:
+    ours = bench_ours(model, tokens_BT1, prompts_BP)
+  ours.update(mem.as_dict(), device_peak_bytes=memory.jax_device_peak())
   rows["ours"] = ours
   print(f"ours: compiled the train step in {ours['compile_train_s']:.1f}s"
-        + (f", decoding in {ours['compile_decode_s']:.1f}s" if n_new else ""),
-        flush=True)
+        + (f", decoding in {ours['compile_decode_s']:.1f}s" if n_new else "")
+        + f"; {mem.describe()}", flush=True)
   if peer_model is not None:
-    rows["peer"] = bench_peer(peer_model, peer_dev, tokens_BT1, prompts_BP)
+    with memory.Peak() as mem:
+      rows["peer"] = bench_peer(peer_model, peer_dev, tokens_BT1, prompts_BP)
+    rows["peer"].update(mem.as_dict(),
+                        device_peak_bytes=memory.torch_device_peak())
+    print(f"peer: {mem.describe()}", flush=True)
 
   print()
   labels = {"ours": "gen_jax Transformer", "peer": "GPT2LMHeadModel"}
@@ -431,7 +467,13 @@ def main(argv):
     if n_new:
       line += f"  decode {row['decode_tokens_per_s']:>9,.0f} tokens/s"
     line += f"  first loss {row['first_loss']:.5f}"
+    line += f"  peak RSS {row['peak_rss_bytes'] / memory.GIB:.2f} GiB"
+    if row["device_peak_bytes"]:
+      line += f", device {row['device_peak_bytes'] / memory.GIB:.2f} GiB"
     print(line)
+    if not on_gpu and "xla" in matmul:
+      print(f"      its train step runs at {flops / 1e9 / matmul['xla']:.0%} "
+            "of XLA's matmul rate")
   if not gpu_on_jax():
     print(f"MFU: not meaningful on the {jax.default_backend()} backend (no "
           "fixed peak to divide by); --peak_tflops is used on a GPU.")
@@ -468,6 +510,7 @@ def main(argv):
         "warmup": _WARMUP.value, "decode_batch": _DECODE_BATCH.value,
         "prompt_len": p, "new_tokens": n_new,
         "peak_tflops": _PEAK.value, "torch_threads": threads,
+        "matmul_gflops": matmul,
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "jax": jax.__version__, "python": platform.python_version(),
         "rows": rows}, indent=2))

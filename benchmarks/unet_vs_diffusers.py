@@ -18,8 +18,9 @@ of
   * forward only, as a sampler calls the network (ours: jit, no dropout; the
     peer: eval mode under torch.no_grad()),
 
-and prints steps/s, images/s and the ratio ours / peer. Our compile time is
-reported apart. The peer is eager PyTorch (no torch.compile), which is what
+and prints steps/s, images/s, the peak resident memory while each network
+ran (benchmarks/memory.py; the device's peak on a GPU) and the ratio
+ours / peer. Our compile time is reported apart. The peer is eager PyTorch (no torch.compile), which is what
 a user of diffusers gets by default.
 
 OpenMP (torch's CPU thread pool) spin-waits between parallel regions by
@@ -73,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import memory
 from gen_jax import config as config_lib
 from gen_jax.models import unet
 
@@ -316,7 +318,9 @@ def main(argv):
   rows = []
   for name, batch in zip(configs, batch_sizes(configs)):
     cfg = unet_config(name, _DTYPE.value)
-    ours = bench_ours(cfg, batch, _STEPS.value, _WARMUP.value)
+    with memory.Peak() as mem:
+      ours = bench_ours(cfg, batch, _STEPS.value, _WARMUP.value)
+    ours.update(mem.as_dict(), device_peak_bytes=memory.jax_device_peak())
     rows.append({"config": name, "framework": "gen_jax (jax/nnx)",
                  "dtype": _DTYPE.value, "batch": batch,
                  "dropout": cfg.dropout, **ours})
@@ -324,7 +328,9 @@ def main(argv):
           f"step in {ours['compile_train_s']:.1f}s, forward in "
           f"{ours['compile_forward_s']:.1f}s", flush=True)
     if _PEER.value:
-      peer = bench_peer(cfg, batch, _STEPS.value, _WARMUP.value, threads)
+      with memory.Peak() as mem:
+        peer = bench_peer(cfg, batch, _STEPS.value, _WARMUP.value, threads)
+      peer.update(mem.as_dict(), device_peak_bytes=memory.torch_device_peak())
       rows.append({"config": name, "framework": "diffusers UNet2DModel",
                    "dtype": "float32", "batch": batch,
                    "dropout": cfg.dropout, **peer})
@@ -352,7 +358,7 @@ def main(argv):
         "steps; ratio = ours / diffusers (train, forward)")
   header = (f"{'config':<13} {'framework':<21} {'dtype':<8} {'batch':>5} "
             f"{'params':>11} {'train st/s':>10} {'train im/s':>10} "
-            f"{'fwd im/s':>9} {'ratio':>13}")
+            f"{'fwd im/s':>9} {'peak RSS':>10} {'ratio':>13}")
   print(header)
   print("-" * len(header))
   for row in rows:
@@ -362,7 +368,16 @@ def main(argv):
           f"{row['batch']:>5} {row['params']:>11,} "
           f"{row['train_steps_per_s']:>10.3f} "
           f"{row['train_images_per_s']:>10.1f} "
-          f"{row['forward_images_per_s']:>9.1f} {ratio:>13}")
+          f"{row['forward_images_per_s']:>9.1f} "
+          f"{row['peak_rss_bytes'] / memory.GIB:>6.2f} GiB {ratio:>13}")
+  print("peak RSS: the process's resident high-water mark while each ran "
+        "(reset before each; it includes both frameworks' libraries)"
+        + ("" if rows[0]["peak_rss_resettable"] else
+           " -- not resettable here: the process's peak so far"))
+  for row in rows:
+    if row["device_peak_bytes"]:
+      print(f"{row['config']} {row['framework']}: device peak "
+            f"{row['device_peak_bytes'] / memory.GIB:.2f} GiB")
 
   if _OUT.value:
     out = pathlib.Path(_OUT.value)
