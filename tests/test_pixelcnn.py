@@ -1,5 +1,6 @@
 """PixelCNN: masks, gradient causality, no blind spot, exact normalization,
-the compiled sampler against a per-position loop, 1 vs 8 devices."""
+the compiled samplers (cached and full-pass) against a per-position loop and
+each other, the cache's logits against the full network's."""
 
 import itertools
 import math
@@ -15,6 +16,7 @@ from gen_jax import families
 from gen_jax.errors import UserError
 from gen_jax.families import base
 from gen_jax.models import pixelcnn
+from gen_jax.models import pixelcnn_cache
 
 from conftest import FAST_COMPILE
 
@@ -52,11 +54,12 @@ def _state(family, scale=1.0):
       rest=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract.rest))
 
 
-def _net(shape, arch="gated", features=24, layers=4, levels=4, classes=0):
+def _net(shape, arch="gated", features=24, layers=4, levels=4, classes=0,
+         first_kernel=3, dtype="float32"):
   cfg = pixelcnn.PixelCNNConfig(
       image_shape=shape, arch=arch, channels=features, num_layers=layers,
-      first_kernel=3, kernel=3, head_channels=features,
-      outputs_per_subpixel=levels, num_classes=classes)
+      first_kernel=first_kernel, kernel=3, head_channels=features,
+      outputs_per_subpixel=levels, num_classes=classes, dtype=dtype)
   graphdef, abstract = nnx.split(nnx.eval_shape(
       lambda: pixelcnn.make(cfg, nnx.Rngs(0))))
   return nnx.merge(graphdef, _random_like(abstract))
@@ -195,11 +198,96 @@ def test_compiled_sampler_matches_the_per_position_loop():
   np.testing.assert_allclose(
       _jit(family.log_prob)(model, jnp.asarray(expected), jnp.asarray(labels)),
       log_p, rtol=1e-5)
-  # One call for the whole image draws the same images.
+  # One call for the whole image draws the same images, and so does the
+  # full-pass sampler.
   family.config.unlock()
   family.config.sample.rows_per_call = 0
   np.testing.assert_array_equal(
       family.sample(state, key, 4, labels), images)
+  family.config.sample.cached = False
+  np.testing.assert_array_equal(
+      families.build(family.config).sample(state, key, 4, labels), images)
+
+
+@pytest.mark.parametrize("arch,channels,classes,likelihood,rows", [
+    ("gated", 1, 0, "categorical", 3),
+    ("gated", 1, 2, "bernoulli", 0),
+    ("plain", 3, 2, "categorical", 0),
+])
+def test_cached_sampler_draws_the_full_pass_samplers_images(
+    arch, channels, classes, likelihood, rows):
+  # (Colour, conditional, gated: the test above.)
+  shape = (5, 6, channels)
+  overrides = [f"model.arch={arch}", f"model.num_classes={classes}",
+               f"model.likelihood={likelihood}", "model.channels=6",
+               "model.head_channels=6", f"sample.rows_per_call={rows}",
+               f"data.image_shape={shape}".replace(" ", "")]
+  cached = _family(*overrides)
+  # Categorical: large weights, peaked distributions whose draws follow
+  # their logits (at scale 1, a wrong vertical input at one row changed no
+  # draw here). Bernoulli: at that scale nearly every pixel would be 1.
+  state = _state(cached, scale=3.0 if likelihood == "categorical" else 1.0)
+  key = jax.random.key(3)
+  images = np.asarray(cached.sample(state, key, 3))
+  assert len(np.unique(images)) > 1  # not a constant picture
+  full = _family(*overrides, "sample.cached=False")
+  np.testing.assert_array_equal(full.sample(state, key, 3), images)
+
+
+def _cached_logits(net, x_BHWC, y_B, top=0, seed=0):
+  """The cache's logits at every sub-pixel of rows top.. of the network input
+  x: each from the image as drawn up to it, every later sub-pixel (and, from
+  `start`, every row >= top) holding random values. [B, H, W, C(, L)],
+  NaN above row top."""
+  b, h, w, c = x_BHWC.shape
+  cache = pixelcnn_cache.make(net)
+  start = _jit(lambda x, top: cache.start(x, top, y_B))
+  pixel = _jit(lambda s, i, j, row: cache.pixel(s, i, j, row, y_B))
+  end_row = _jit(lambda s, i, row: cache.end_row(s, i, row, y_B))
+  rng = np.random.default_rng(seed)
+  x = np.asarray(x_BHWC)
+  noise = lambda shape: rng.normal(0, 3, shape).astype(np.float32)
+  partial = np.concatenate([x[:, :top], noise((b, h - top, w, c))], axis=1)
+  state = start(jnp.asarray(partial), top)
+  out = []
+  for i in range(top, h):
+    for p in range(w * c):  # the sub-pixels of row i: p = j * C + ch
+      j, ch = divmod(p, c)
+      drawn = (np.arange(w * c) < p).reshape(1, w, c)
+      row = np.where(drawn, x[:, i], noise((b, w, c)))
+      logits, state = pixel(state, i, j, jnp.asarray(row))
+      out.append(np.asarray(logits)[:, ch])
+    state = end_row(state, i, x_BHWC[:, i])
+  out = np.stack(out, axis=1).reshape(b, h - top, w, c, *out[0].shape[1:])
+  return np.concatenate([np.full_like(out[:, :top], np.nan), out], axis=1)
+
+
+@pytest.mark.parametrize("arch,channels,classes,dtype", [
+    ("gated", 1, 0, "float32"),
+    ("gated", 3, 3, "float32"),
+    ("gated", 3, 3, "bfloat16"),
+    ("plain", 3, 2, "float32"),
+])
+def test_cached_logits_equal_the_full_networks(arch, channels, classes,
+                                               dtype):
+  # A 5x5 first kernel (the others 3x3): the first layer's rows and columns
+  # differ from the later layers'.
+  shape = (5, 6, channels)
+  net = _net(shape, arch, features=6, layers=2, levels=4, classes=classes,
+             first_kernel=5, dtype=dtype)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.uniform(-1, 1, (2, *shape)), jnp.float32)
+  y = jnp.asarray([0, classes - 1], jnp.int32) if classes else None
+  # The full network's logits at p depend on x at < p only (the causality
+  # tests above), so one pass over the finished image is the reference.
+  expected = np.asarray(_jit(net)(x, y))
+  tol = 1e-5 if dtype == "float32" else 1e-2
+  np.testing.assert_allclose(_cached_logits(net, x, y), expected, atol=tol)
+  # From a cache started at row 2 (`sample.rows_per_call`).
+  np.testing.assert_allclose(_cached_logits(net, x, y, top=2)[:, 2:],
+                             expected[:, 2:], atol=tol)
+  state = _jit(lambda x: pixelcnn_cache.make(net).start(x, 0, y))(x)
+  assert {a.dtype for a in jax.tree.leaves(state)} == {jnp.dtype(dtype)}
 
 
 def test_binarized_sampler_and_eval_sums():
@@ -254,6 +342,7 @@ def test_eval_reports_exact_bits_per_dim():
     ("model.channels=10", "multiple of the 3 image channels"),
     ("model.kernel=4", "odd"),
     ("model.num_layers=0", ">= 1"),
+    ("sample.cached=maybe", "expected a bool"),
 ])
 def test_bad_config_values_are_one_line_errors(override, message):
   with pytest.raises(UserError, match=message) as info:

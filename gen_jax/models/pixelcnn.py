@@ -177,14 +177,26 @@ class GatedLayer(nnx.Module):
 
   def __call__(self, v_BHWF, h_BHWF, y_B=None):
     v_pre = self.v_conv(v_BHWF)
+    # The link reads the vertical pre-activations before the class bias.
     h_pre = self.h_conv(h_BHWF) + self.v_to_h(down_shift(v_pre))
+    return (self.vertical_out(v_pre, y_B),
+            self.horizontal_out(h_pre, h_BHWF, y_B))
+
+  def vertical_out(self, v_pre, y_B=None):
+    """v' from the vertical pre-activations: gate(v_pre + class bias)."""
     if self.v_bias is not None:
       v_pre = v_pre + self.v_bias(y_B, v_pre.dtype)
+    return gate(v_pre)
+
+  def horizontal_out(self, h_pre, h_BHWF, y_B=None):
+    """h' from the horizontal pre-activations (h_conv(h) + the link) and the
+    layer's input h: the class bias, the gate, the 1x1 layer, the residual."""
+    if self.h_bias is not None:
       h_pre = h_pre + self.h_bias(y_B, h_pre.dtype)
     h = self.h_out(gate(h_pre))
     if self.residual:
       h = h + h_BHWF.astype(h.dtype)
-    return gate(v_pre), h
+    return h
 
 
 class OutputHead(nnx.Module):
