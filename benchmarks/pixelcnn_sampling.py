@@ -13,11 +13,10 @@ sub-pixel). Each sampler is called twice, to the images on the host: the
 first call compiles, then samples; the second is the timed one, and the
 compile time is reported as the difference. Prints seconds per image for
 both, the speedup (full-pass / cached), whether the two drew the same
-images, and the process's peak resident memory (ru_maxrss) after the cached
-sampler and at the end (the full-pass sampler runs second).
+images, and each sampler's peak resident memory (benchmarks/memory.py: the
+kernel's high-water mark, reset before each).
 """
 
-import resource
 import time
 
 from absl import app
@@ -25,6 +24,7 @@ from absl import flags
 import jax
 import numpy as np
 
+import memory
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax import logging as log_lib
@@ -33,10 +33,6 @@ _EXP = flags.DEFINE_string("exp", "pixelcnn_mnist", "A PixelCNN experiment.")
 _NUM = flags.DEFINE_integer("num", 16, "Images drawn per timed call.")
 _OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "Config overrides, e.g. --override=train.dtype=bfloat16.")
-
-
-def _peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
 
 
 def _time_sampler(family, state, key, num):
@@ -59,9 +55,10 @@ def main(argv):
         _EXP.value, [*_OVERRIDES.value, f"sample.cached={cached}"])
     family = families.build(config)
     state = jax.jit(family.init)(jax.random.key(config.seed), None)
-    first, steady, images = _time_sampler(family, state, jax.random.key(1),
-                                          num)
-    results[cached] = (first, steady, images, _peak_rss_mib())
+    with memory.Peak() as mem:
+      first, steady, images = _time_sampler(family, state, jax.random.key(1),
+                                            num)
+    results[cached] = (first, steady, images, mem)
 
   m = config.model
   print(f"experiment   {_EXP.value}: {m.arch}, {m.num_layers} layers of "
@@ -70,15 +67,13 @@ def main(argv):
   print(f"backend      {jax.default_backend()}: {jax.device_count()} x "
         f"{jax.devices()[0].device_kind}")
   for cached, name in ((False, "full pass"), (True, "cached")):
-    first, steady, _, _ = results[cached]
+    first, steady, _, mem = results[cached]
     print(f"{name:12} {steady / num:.3f} s/image ({num} images in "
           f"{steady:.2f} s); compile {first - steady:.1f} s (first call "
-          f"{first:.2f} s)")
+          f"{first:.2f} s); {mem.describe()}")
   speedup = results[False][1] / results[True][1]
   same = np.array_equal(results[True][2], results[False][2])
   print(f"speedup      {speedup:.1f}x; same images: {same}")
-  print(f"peak memory  {results[True][3]:.0f} MiB after the cached sampler, "
-        f"{results[False][3]:.0f} MiB at the end")
 
 
 if __name__ == "__main__":
