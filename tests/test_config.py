@@ -299,7 +299,7 @@ def test_process_flags_must_agree(address, num, pid, message):
     ("transformer_shakespeare", ["model.num_heads=0"],
      "--config.model.num_heads=0: must be positive."),
     ("transformer_shakespeare", ["model.attention_impl=flash"],
-     "--config.model.attention_impl: 'flash' is not one of xla, cudnn"),
+     "--config.model.attention_impl: 'flash' is not one of einsum, xla, cudnn"),
     ("transformer_shakespeare", ["sample.prompts=()"],
      "--config.sample.prompts: needs at least one prompt"),
     ("lstm_shakespeare", ["model.hidden=-8"],

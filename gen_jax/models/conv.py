@@ -191,7 +191,11 @@ class Conv(nnx.Module):
     self.dtype = jnp.dtype(dtype)
     shape = (*_pair(kernel_size), in_features // groups, out_features)
     self.kernel = nnx.Param(kernel_init(rngs.params(), shape))
-    self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+    # A key drawn for the bias too, as nnx.Conv does: the same stream, so the
+    # same initial weights as networks built from nnx.Conv.
+    self.bias = (nnx.Param(nnx.initializers.zeros(rngs.params(),
+                                                  (out_features,)))
+                 if use_bias else None)
 
   def __call__(self, x_BHWI: jax.Array, kernel=None) -> jax.Array:
     """`kernel`: use this kernel instead of `self.kernel` (e.g. a masked or
