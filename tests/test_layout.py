@@ -48,9 +48,11 @@ def test_package_imports_flow_one_way(folder, allowed, forbidden):
 
 def test_trainer_and_main_import_no_particular_part():
   """train.py and main.py reach families, data and evaluators only through
-  their registries and generic modules."""
+  their registries and generic modules (models.conv: the process-wide choice
+  of convolution forms, shared by every network)."""
   generic = {"gen_jax.families", "gen_jax.data.pipeline",
-             "gen_jax.evaluation.evaluators", "gen_jax.evaluation.grids"}
+             "gen_jax.evaluation.evaluators", "gen_jax.evaluation.grids",
+             "gen_jax.models.conv"}
   for path in (PACKAGE / "train.py", PACKAGE / "main.py"):
     for name in _imports(path):
       for package in ("gen_jax.families", "gen_jax.data",
