@@ -57,16 +57,20 @@ def attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
       implementation=None if implementation == "einsum" else implementation)
 
 
-def _causal_probs(q_BTNH, k_BTNH):
+def _causal_probs(q_BNTH, k_BNTH):
   """Softmax over keys of the causally masked logits, float32 [B, N, T, T]."""
-  t = q_BTNH.shape[1]
-  scale = 1.0 / math.sqrt(q_BTNH.shape[-1])
-  logits = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BTNH,
+  t = q_BNTH.shape[2]
+  scale = 1.0 / math.sqrt(q_BNTH.shape[-1])
+  logits = jnp.einsum("bnth,bnsh->bnts", q_BNTH, k_BNTH,
                       preferred_element_type=jnp.float32) * scale
   causal = jnp.tril(jnp.ones((t, t), bool))[None, None]
   logits = jnp.where(causal, logits, -jnp.inf)  # the diagonal is always kept
   e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-  return e / jnp.sum(e, axis=-1, keepdims=True)
+  return e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+
+
+def _heads_first(x_BTNH):
+  return x_BTNH.transpose(0, 2, 1, 3)  # [B, N, T, H]: einsums batch (B, N)
 
 
 @jax.custom_vjp
@@ -75,30 +79,31 @@ def causal_attention(q_BTNH: jax.Array, k_BTNH: jax.Array,
   """Causal self-attention as two einsums and a softmax, with the backward
   of FlashAttention's derivation (dS = P * (dP - rowsum(dO * O))), which
   reduces over H rather than over the [T, T] matrix. The probabilities are
-  kept for the backward (no recomputation): on a CPU, memory is plentiful
-  and XLA's own autodiff of the softmax, like `jax.nn.dot_product_attention`,
-  measured up to 2x slower."""
+  kept for the backward (no recomputation), and every einsum runs with the
+  heads before the positions ([B, N, T, H], one transpose per input), where
+  XLA:CPU's batched matmuls are 1.3-2x faster than on [B, T, N, H]."""
   return _causal_fwd(q_BTNH, k_BTNH, v_BTNH)[0]
 
 
 def _causal_fwd(q, k, v):
+  q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
   p = _causal_probs(q, k)
-  o = jnp.einsum("bnts,bsnh->btnh", p.astype(v.dtype), v)
-  return o, (q, k, v, p, o)
+  o = jnp.einsum("bnts,bnsh->bnth", p.astype(v.dtype), v)
+  return _heads_first(o), (q, k, v, p, o)
 
 
 def _causal_bwd(residuals, do_BTNH):
-  q, k, v, p, o = residuals
+  q, k, v, p, o = residuals  # [B, N, T, H] and p [B, N, T, T]
+  do = _heads_first(do_BTNH)
   scale = 1.0 / math.sqrt(q.shape[-1])
   f32 = jnp.float32
-  dv = jnp.einsum("bnts,btnh->bsnh", p.astype(v.dtype), do_BTNH)
-  dp = jnp.einsum("btnh,bsnh->bnts", do_BTNH, v, preferred_element_type=f32)
-  rowsum = jnp.einsum("btnh,btnh->bnt", do_BTNH, o,
-                      preferred_element_type=f32)
+  dv = jnp.einsum("bnts,bnth->bnsh", p.astype(v.dtype), do)
+  dp = jnp.einsum("bnth,bnsh->bnts", do, v, preferred_element_type=f32)
+  rowsum = jnp.einsum("bnth,bnth->bnt", do, o, preferred_element_type=f32)
   ds = (p * (dp - rowsum[..., None]) * scale).astype(q.dtype)
-  dq = jnp.einsum("bnts,bsnh->btnh", ds, k)
-  dk = jnp.einsum("bnts,btnh->bsnh", ds, q)
-  return dq, dk, dv.astype(v.dtype)
+  dq = jnp.einsum("bnts,bnsh->bnth", ds, k)
+  dk = jnp.einsum("bnts,bnth->bnsh", ds, q)
+  return _heads_first(dq), _heads_first(dk), _heads_first(dv.astype(v.dtype))
 
 
 causal_attention.defvjp(_causal_fwd, _causal_bwd)
