@@ -58,7 +58,8 @@ own even though it runs second in the same process), and on a GPU the peak
 device memory each framework reports.
 
 The machine's ceiling: an f32 2048^3 matmul timed with XLA (and torch), and
-our train step's achieved FLOP/s as a fraction of XLA's rate.
+each train step's achieved FLOP/s as a fraction of its own framework's
+matmul rate.
 
 Reading the output: one line per network with its parameter count, train
 tokens/s (and, on a GPU, MFU), decode tokens/s; then the ratios ours / peer
@@ -471,9 +472,10 @@ def main(argv):
     if row["device_peak_bytes"]:
       line += f", device {row['device_peak_bytes'] / memory.GIB:.2f} GiB"
     print(line)
-    if not on_gpu and "xla" in matmul:
-      print(f"      its train step runs at {flops / 1e9 / matmul['xla']:.0%} "
-            "of XLA's matmul rate")
+    engine = "xla" if name == "ours" else "torch"
+    if not on_gpu and engine in matmul:
+      print(f"      its train step runs at {flops / 1e9 / matmul[engine]:.0%} "
+            f"of {'XLA' if name == 'ours' else 'torch'}'s matmul rate")
   if not gpu_on_jax():
     print(f"MFU: not meaningful on the {jax.default_backend()} backend (no "
           "fixed peak to divide by); --peak_tflops is used on a GPU.")

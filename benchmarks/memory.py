@@ -49,6 +49,9 @@ class Peak:
   """with Peak() as p: ...; then p.start, p.peak (bytes), p.resettable."""
 
   def __enter__(self):
+    torch = sys.modules.get("torch")  # the peer's device peak, when on CUDA
+    if torch is not None and torch.cuda.is_available():
+      torch.cuda.reset_peak_memory_stats()
     self.resettable = _reset_high_water_mark()
     self.start = _status_bytes("VmRSS") or 0
     self.peak = 0
@@ -74,14 +77,15 @@ class Peak:
 
 def jax_device_peak() -> int | None:
   """Peak bytes in use on the first JAX device, where it reports them (GPU,
-  TPU; None on CPU)."""
+  TPU; None on CPU): the process's peak so far, which JAX cannot reset."""
   import jax  # pylint: disable=g-import-not-at-top
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 
 
 def torch_device_peak() -> int | None:
-  """torch.cuda.max_memory_allocated() on a CUDA device, else None."""
+  """torch.cuda.max_memory_allocated() on a CUDA device (since the last
+  `Peak` began), else None."""
   import torch  # pylint: disable=g-import-not-at-top
   if not torch.cuda.is_available():
     return None

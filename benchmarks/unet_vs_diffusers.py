@@ -20,8 +20,8 @@ of
 
 and prints steps/s, images/s, the peak resident memory while each network
 ran (benchmarks/memory.py; the device's peak on a GPU) and the ratio
-ours / peer. Our compile time is reported apart. The peer is eager PyTorch (no torch.compile), which is what
-a user of diffusers gets by default.
+ours / peer. Our compile time is reported apart. The peer is eager PyTorch
+(no torch.compile), which is what a user of diffusers gets by default.
 
 OpenMP (torch's CPU thread pool) spin-waits between parallel regions by
 default; on a machine whose cores are busy with other work that made the peer

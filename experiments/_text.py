@@ -24,7 +24,8 @@ def transformer_defaults() -> ml_collections.ConfigDict:
   m.remat = False
   m.lora_rank = 0  # > 0: train only rank-r adapters (qkv, attn_out, fc, mlp_out)
   m.lora_alpha = 0.0  # adapter scale alpha / r; 0: alpha = r
-  m.attention_impl = ""  # '' (by backend) | 'einsum' | 'xla' | 'cudnn'
+  # In training: '' (by backend) | 'einsum' | 'xla' | 'cudnn'.
+  m.attention_impl = ""
   return m
 
 

@@ -39,12 +39,12 @@ def get_config(variants=()):
   # parameters; 8 gated layers of 32 features, a 7x7 first layer, so each
   # pixel sees 11 rows up and 10 columns either side) is sized for a 2-core
   # CPU. Measured on the 4,000 embedded training digits (offline), on 2 cores
-  # shared with another engineer's training jobs (load ~7): 1.165 bits/dim
+  # shared with other training jobs (load ~7): 1.165 bits/dim
   # (nll 633.0 nats) on the 1,000 held-out digits after 1,500 steps (train
   # 1.163: underfit, not overfit); 0.75 steps/s, 42 min wall, 1.2 CPU-s per
   # step; 16 samples in 74 s with the full-pass sampler (784 network passes
   # each). benchmarks/pixelcnn_sampling.py (random weights, 16 images, 2
-  # shared cores): 0.023 s per image cached, 2.4 s full-pass.
+  # cores): 0.025 s per image cached, 2.4 s full-pass.
   c.model.arch = "gated"  # 'gated' | 'plain' (masked convs, has a blind spot)
   c.model.likelihood = "categorical"  # 'categorical' (256-way) | 'bernoulli'
   c.model.channels = 32

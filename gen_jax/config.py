@@ -83,8 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ema_decay = 0.0  # 0 disables the EMA of parameters
   c.train.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
   # Convolutions: 'auto' (the fastest forms of the backend: on CPU 1x1 as
-  # matmuls), 'xla' (XLA's own everywhere), 'matmul' (also the im2col kernel
-  # gradient for larger kernels). See gen_jax/models/conv.py.
+  # matmuls), 'xla' (XLA's own everywhere), 'matmul' (1x1 as matmuls and the
+  # im2col kernel gradient for larger kernels, on every backend). See
+  # gen_jax/models/conv.py.
   c.train.conv = "auto"
 
   c.eval = ml_collections.ConfigDict()

@@ -13,7 +13,7 @@ CASES = {  # kernel (kh, kw), strides, padding, dilation, groups
     "3x3": ((3, 3), (1, 1), "SAME", (1, 1), 1),
     "3x3 stride 2": ((3, 3), (2, 2), "SAME", (1, 1), 1),
     "4x4 stride 2": ((4, 4), (2, 2), "SAME", (1, 1), 1),
-    "3x2 valid dilated": ((3, 2), (1, 2), "VALID", (2, 1), 1),
+    "3x2 valid, strided and dilated": ((3, 2), (2, 2), "VALID", (2, 1), 1),
     "explicit padding, groups": ((3, 3), (1, 1), ((2, 0), (1, 1)), (1, 1), 2),
     "1x1": ((1, 1), (1, 1), "SAME", (1, 1), 1),
     "1x1 strides (2, 1) padded": ((1, 1), (2, 1), ((1, 0), (0, 1)), (1, 1), 1),
@@ -51,6 +51,11 @@ def _primitives(impl, kernel_hw):
   return str(jax.make_jaxpr(jax.grad(loss))(kernel))
 
 
+on_cpu = pytest.mark.skipif(jax.default_backend() != "cpu",
+                            reason="'auto' chooses by backend")
+
+
+@on_cpu
 def test_each_implementation_uses_its_forms():
   assert "conv_general_dilated" not in _primitives("matmul", (1, 1))
   assert "conv_general_dilated" in _primitives("xla", (1, 1))
@@ -62,6 +67,7 @@ def test_each_implementation_uses_its_forms():
   assert "dot_general" not in _primitives("auto", (3, 3))
 
 
+@on_cpu
 def test_the_process_wide_choice_reaches_layers():
   layer = conv.Conv(2, 3, 1, rngs=nnx.Rngs(0))
   x = jnp.ones((1, 4, 4, 2))
@@ -86,7 +92,9 @@ def test_layer_bias_dtype_and_groups():
   y = layer(x)
   assert y.dtype == jnp.bfloat16 and y.shape == (2, 4, 4, 6)
   want = _reference(x, layer.kernel[...], (2, 2), "SAME", (1, 1), 2)
-  np.testing.assert_allclose(np.float32(y), want + jnp.arange(6.0).reshape(1, 1, 1, 6),
-                             rtol=2e-2, atol=5e-2)
+  bias = jnp.arange(6.0).reshape(1, 1, 1, 6)
+  np.testing.assert_allclose(np.float32(y), want + bias, rtol=2e-2, atol=5e-2)
   with pytest.raises(ValueError, match="groups=3 must divide"):
     conv.Conv(4, 6, 3, groups=3, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="padding 'CIRCULAR' is not one of"):
+    conv.Conv(4, 6, 3, padding="CIRCULAR", rngs=nnx.Rngs(0))

@@ -5,13 +5,14 @@ runs is chosen per layer shape by an implementation:
 
   * 'xla': XLA's convolution and XLA's gradients everywhere. What GPU and
     TPU want: the compiler maps convolutions onto its tuned kernels.
-  * 'auto' (the default): 'xla' on GPU and TPU; on CPU, a 1x1 convolution is
-    a plain matrix product (forward and both gradients; XLA:CPU's kernel
-    gradient of a 1x1 convolution is 2-3x slower than the product), and
-    larger kernels are XLA's.
-  * 'matmul': as 'auto' on CPU, and a larger kernel's gradient is one matrix
-    product of the input's shifted copies (im2col) with the output gradient,
-    through a custom VJP (reverse mode only). Older XLA:CPU versions computed
+  * 'auto' (the default): 'xla' on GPU and TPU; on CPU, an ungrouped 1x1
+    convolution is a plain matrix product (forward and both gradients;
+    XLA:CPU's kernel gradient of a 1x1 convolution is 1.3-3x slower than the
+    product), and larger kernels are XLA's.
+  * 'matmul', on every backend: 1x1 convolutions as matrix products, and a
+    larger kernel's gradient as one matrix product of the input's shifted
+    copies (im2col) with the output gradient, through a custom VJP (reverse
+    mode only: `jax.jvp` of it fails). Older XLA:CPU versions computed
     the kernel gradient 10-15x slower than the forward pass and this form
     won; the XLA:CPU of the pinned JAX differentiates 3x3 kernels as fast as
     it runs them, and this form is 1.5-3x slower there
@@ -72,6 +73,9 @@ def describe(impl: str | None = None) -> str:
 
 def _explicit_padding(padding: Padding, in_hw, kernel_hw, strides,
                       dilation) -> tuple[tuple[int, int], ...]:
+  if isinstance(padding, str) and padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding '{padding}' is not one of SAME, VALID or "
+                     "((top, bottom), (left, right)).")
   if isinstance(padding, str):
     dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
     return tuple(jax.lax.padtype_to_pads(in_hw, dilated, strides, padding))
@@ -145,7 +149,7 @@ def conv2d(x_BHWI: jax.Array, kernel_HWIO: jax.Array,
   kh, kw, _, o = kernel_HWIO.shape
   pads = _explicit_padding(padding, x_BHWI.shape[1:3], (kh, kw), strides,
                            dilation)
-  form = _form(impl, (kh, kw), groups)
+  form = _form(impl, (kh, kw), groups, pads)
   if form == "matmul":
     x = jnp.pad(x_BHWI, ((0, 0), *pads, (0, 0)))
     return x[:, ::strides[0], ::strides[1]] @ kernel_HWIO[0, 0]
@@ -155,11 +159,12 @@ def conv2d(x_BHWI: jax.Array, kernel_HWIO: jax.Array,
   return _lax_conv(x_BHWI, kernel_HWIO, strides, pads, dilation, groups)
 
 
-def _form(impl, kernel_hw, groups) -> str:
-  """How one convolution is computed: 'lax', 'matmul' or 'im2col_grad'."""
+def _form(impl, kernel_hw, groups, pads) -> str:
+  """How one convolution is computed: 'lax', 'matmul' or 'im2col_grad'
+  (negative padding, a crop, is left to XLA)."""
   impl = _impl if impl is None else impl
   resolved = resolve(impl)
-  if resolved == "xla":
+  if resolved == "xla" or min(min(p) for p in pads) < 0:
     return "lax"
   if kernel_hw == (1, 1) and groups == 1:
     return "matmul"
@@ -185,8 +190,11 @@ class Conv(nnx.Module):
       raise ValueError(f"groups={groups} must divide the {in_features} input "
                        f"and {out_features} output features.")
     self.strides, self.dilation = _pair(strides), _pair(dilation)
-    self.padding = padding if isinstance(padding, str) else tuple(
-        map(tuple, padding))
+    if isinstance(padding, str):
+      _explicit_padding(padding, (1, 1), (1, 1), (1, 1), (1, 1))  # checks
+      self.padding = padding
+    else:
+      self.padding = tuple((int(lo), int(hi)) for lo, hi in padding)
     self.groups, self.impl = groups, impl
     self.dtype = jnp.dtype(dtype)
     shape = (*_pair(kernel_size), in_features // groups, out_features)

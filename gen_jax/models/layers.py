@@ -120,8 +120,8 @@ class Conv(nnx.Module):
 
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
     y = conv_lib.conv2d(x_BHWC.astype(self.dtype),
-                    self.weight().astype(self.dtype),
-                    (self.stride, self.stride), "SAME")
+                        self.weight().astype(self.dtype),
+                        (self.stride, self.stride), "SAME")
     if self.bias is not None:
       y = y + _per_feature(self.bias[...].astype(self.dtype), y.ndim)
     return y
