@@ -71,11 +71,15 @@ def describe(impl: str | None = None) -> str:
   return f"1x1 as matmuls, larger kernels {larger} ({impl!r} on {backend})"
 
 
-def _explicit_padding(padding: Padding, in_hw, kernel_hw, strides,
-                      dilation) -> tuple[tuple[int, int], ...]:
+def _check_padding(padding: Padding) -> None:
   if isinstance(padding, str) and padding not in ("SAME", "VALID"):
     raise ValueError(f"padding '{padding}' is not one of SAME, VALID or "
                      "((top, bottom), (left, right)).")
+
+
+def _explicit_padding(padding: Padding, in_hw, kernel_hw, strides,
+                      dilation) -> tuple[tuple[int, int], ...]:
+  _check_padding(padding)
   if isinstance(padding, str):
     dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
     return tuple(jax.lax.padtype_to_pads(in_hw, dilated, strides, padding))
@@ -146,7 +150,7 @@ def conv2d(x_BHWI: jax.Array, kernel_HWIO: jax.Array,
     impl: 'xla', 'matmul', 'auto' or None (the process-wide setting).
   """
   strides, dilation = tuple(strides), tuple(dilation)
-  kh, kw, _, o = kernel_HWIO.shape
+  kh, kw = kernel_HWIO.shape[:2]
   pads = _explicit_padding(padding, x_BHWI.shape[1:3], (kh, kw), strides,
                            dilation)
   form = _form(impl, (kh, kw), groups, pads)
@@ -190,11 +194,9 @@ class Conv(nnx.Module):
       raise ValueError(f"groups={groups} must divide the {in_features} input "
                        f"and {out_features} output features.")
     self.strides, self.dilation = _pair(strides), _pair(dilation)
-    if isinstance(padding, str):
-      _explicit_padding(padding, (1, 1), (1, 1), (1, 1), (1, 1))  # checks
-      self.padding = padding
-    else:
-      self.padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    _check_padding(padding)
+    self.padding = padding if isinstance(padding, str) else tuple(
+        (int(lo), int(hi)) for lo, hi in padding)
     self.groups, self.impl = groups, impl
     self.dtype = jnp.dtype(dtype)
     shape = (*_pair(kernel_size), in_features // groups, out_features)
@@ -205,11 +207,8 @@ class Conv(nnx.Module):
                                                   (out_features,)))
                  if use_bias else None)
 
-  def __call__(self, x_BHWI: jax.Array, kernel=None) -> jax.Array:
-    """`kernel`: use this kernel instead of `self.kernel` (e.g. a masked or
-    normalized one), same shape."""
-    kernel = self.kernel[...] if kernel is None else kernel
-    y = conv2d(x_BHWI.astype(self.dtype), kernel.astype(self.dtype),
+  def __call__(self, x_BHWI: jax.Array) -> jax.Array:
+    y = conv2d(x_BHWI.astype(self.dtype), self.kernel[...].astype(self.dtype),
                self.strides, self.padding, self.dilation, self.groups,
                self.impl)
     if self.bias is not None:

@@ -267,9 +267,15 @@ class PixelCNN(nnx.Module):
     for i, conv in enumerate([None, *self.convs]):
       if conv is not None:
         h = h + conv(nnx.relu(h))
-      if self.cfg.num_classes:
-        h = h + self.biases[i](y_B, h.dtype)
+      h = self.class_bias(i, h, y_B)
     return self.head(h)
+
+  def class_bias(self, n: int, h: jax.Array, y_B) -> jax.Array:
+    """h plus the class bias after layer n (0: the first); h if
+    unconditional."""
+    if not self.cfg.num_classes:
+      return h
+    return h + self.biases[n](y_B, h.dtype)
 
 
 def make(cfg: PixelCNNConfig, rngs: nnx.Rngs) -> nnx.Module:

@@ -135,11 +135,6 @@ class PlainCache:
     self.dtype = jnp.dtype(cfg.dtype)
     self.pads = [cfg.first_kernel // 2] + [cfg.kernel // 2] * cfg.num_layers
 
-  def _class_bias(self, n: int, h: jax.Array, y_B) -> jax.Array:
-    if not self.model.cfg.num_classes:
-      return h
-    return h + self.model.biases[n](y_B, h.dtype)
-
   def start(self, x_BHWC: jax.Array, top: jax.Array, y_B=None) -> State:
     """The cache from the network input x (rows < top final; the rest is
     overwritten before it is read)."""
@@ -147,10 +142,10 @@ class PlainCache:
     m = self.model
     p = self.pads[0]
     maps = [_pad(x_BHWC.astype(self.dtype), p, p, p)]
-    h = self._class_bias(0, m.first(x_BHWC), y_B)
+    h = m.class_bias(0, m.first(x_BHWC), y_B)
     for n, (conv, p) in enumerate(zip(m.convs, self.pads[1:])):
       maps.append(_pad(h, p, p, p))
-      h = self._class_bias(n + 1, h + conv(jax.nn.relu(h)), y_B)
+      h = m.class_bias(n + 1, h + conv(jax.nn.relu(h)), y_B)
     return {"maps": tuple(maps)}
 
   def _store_row(self, maps, i, x_BWC):
@@ -184,11 +179,11 @@ class PlainCache:
       maps[n] = lax.dynamic_update_slice(maps[n], h_B11F, (0, i + p, j + p, 0))
 
     m = self.model
-    h = self._class_bias(0, centre(0, m.first(window(0))), y_B)
+    h = m.class_bias(0, centre(0, m.first(window(0))), y_B)
     for n, conv in enumerate(m.convs):
       store(n + 1, h)
       out = conv(jax.nn.relu(window(n + 1)))
-      h = self._class_bias(n + 1, h + centre(n + 1, out), y_B)
+      h = m.class_bias(n + 1, h + centre(n + 1, out), y_B)
     return m.head(h)[:, 0, 0], {"maps": tuple(maps)}
 
 
