@@ -336,6 +336,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      jax.random.fold_in(run.keys["sample"], final_step), logger)
     return result
   except BaseException as e:
+    if isinstance(e, OSError):  # e.g. a full disk, met by a log or picture
+      # A save in flight may have failed for the same reason: its error
+      # (sizes, free space, the step to resume from) is the one to tell.
+      ckpt.close()
+      newest = ckpt.latest_step()
+      raise UserError(
+          f"Could not write to {run.workdir} at step {done}: "
+          f"{e.strerror or e}. Fix the storage, then re-run the same command "
+          + (f"to resume from step {newest}." if newest is not None else
+             "to start again.")) from None
     ckpt.close(quiet=True)  # the save in flight completes; this error is told
     if isinstance(e, KeyboardInterrupt):
       newest = ckpt.latest_step()

@@ -202,6 +202,40 @@ def test_a_save_failing_in_the_background_stops_the_run_soon(
   assert max(_losses(wd)) < 8  # the next checkpoint was due at step 8
 
 
+@pytest.mark.parametrize("save_fails", [False, True])
+def test_a_full_disk_met_by_a_log_write_is_one_line(
+    tmp_path, data_dir, monkeypatch, save_fails):
+  """The metrics of step 5 cannot be written; when the save of step 4, still
+  in flight, failed too, its error (the cause, with sizes) is the one told."""
+  real_write = log_lib.MetricLogger.write
+
+  def write(self, step, *args):
+    if step == 5:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_write(self, step, *args)
+  monkeypatch.setattr(log_lib.MetricLogger, "write", write)
+  if save_fails:  # step 4's writes fail, noticed only when waited for
+    real_wait = ocp.CheckpointManager._wait_for_checkpointers
+
+    def wait_for_writes(self):
+      real_wait(self)
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(ocp.CheckpointManager, "_wait_for_checkpointers",
+                        wait_for_writes)
+    monkeypatch.setattr(ocp.CheckpointManager, "is_saving_in_progress",
+                        lambda self: True)
+  wd = tmp_path / "run"
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(_config(data_dir, "train.ckpt_every=4"), str(wd))
+  if save_fails:
+    assert re.match(r"Could not save the checkpoint of step 4 in .*: No space "
+                    r"left on device", str(e.value)), str(e.value)
+  else:
+    assert str(e.value) == (
+        f"Could not write to {wd} at step 5: No space left on device. Fix "
+        "the storage, then re-run the same command to resume from step 4.")
+
+
 def test_a_full_disk_for_real(tmp_path, data_dir):
   """On a 2 MB tmpfs (in a private mount namespace), then the same after it
   grows to 32 MB; skipped where the machine cannot mount one."""
