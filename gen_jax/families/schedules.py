@@ -89,3 +89,21 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
                     "steps.")
   ts = np.round(np.arange(num_steps, 0, -1) * num_timesteps / num_steps) - 1
   return ts.astype(np.int32)
+
+
+def logsnr_timesteps(alphas_cumprod: np.ndarray, num_steps: int
+                     ) -> np.ndarray:
+  """num_steps + 1 timesteps from T - 1 down to 0, evenly spaced in
+  log-SNR (DPM-Solver's choice for pixel models), rounded to integers and
+  kept at least one apart (so each step moves), descending."""
+  t_count = len(alphas_cumprod)
+  if not 1 <= num_steps < t_count:
+    raise UserError(f"--num_steps={num_steps}: DPM-Solver++ takes "
+                    f"1..{t_count - 1} steps.")
+  log_snr = np.log(alphas_cumprod / (1.0 - alphas_cumprod))  # decreasing
+  targets = np.linspace(log_snr[-1], log_snr[0], num_steps + 1)
+  ts = np.round(np.interp(targets, log_snr[::-1],
+                          np.arange(t_count - 1, -1, -1))).astype(np.int64)
+  for i in range(num_steps - 1, -1, -1):
+    ts[i] = max(ts[i], ts[i + 1] + 1)
+  return ts.astype(np.int32)
