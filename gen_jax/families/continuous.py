@@ -1,0 +1,373 @@
+"""Continuous-time diffusion: flow matching / rectified flow and EDM.
+
+Both noise data x_0 (images scaled to [-1, 1]) as x_t = alpha(t) x_0 +
+sigma(t) eps and learn to undo it with one network (a U-Net or a DiT,
+`model.network`, see denoisers.py); they differ in the path, the time
+distribution, the network's parameterization and the loss.
+
+'flow_matching' (Lipman et al. 2023; rectified flow, Liu et al. 2023): the
+linear path x_t = (1 - t) x_0 + t eps, t in [0, 1], and the network predicts
+the velocity v = eps - x_0 under the plain squared error (the conditional
+flow-matching loss). t is drawn uniform or logit-normal, sigmoid(N(m, s^2))
+(`model.time_sampling`; Esser et al. 2024, Stable Diffusion 3). The network
+sees the time as 1000 t, the range of DDPM's timesteps.
+
+'edm' (Karras et al. 2022): alpha = 1 and sigma = t, with the network F
+wrapped in the preconditioning D(x; sigma) = c_skip x + c_out F(c_in x,
+c_noise) (c_skip = s_d^2 / (sigma^2 + s_d^2), c_out = sigma s_d /
+sqrt(sigma^2 + s_d^2), c_in = 1 / sqrt(sigma^2 + s_d^2), c_noise =
+ln(sigma) / 4), ln sigma ~ N(P_mean, P_std^2) in training and the loss
+weight lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, which makes the
+loss the unit-weighted squared error of F against its effective target.
+Sampling runs on Karras' sigma spacing with exponent rho.
+
+Both take class labels (label dropout to a null class, classifier-free
+guidance) and every sampler of `samplers.py`; with `eval.ode_rows > 0` the
+final eval adds exact bits/dim through the probability-flow ODE on that many
+rows of each eval batch, with uniform dequantization: the 8-bit value k
+becomes x = 2 (k + u) / 256 - 1, u ~ U[0, 1), and -log P(k) <=
+-log p(x) - D log(2 / 256).
+"""
+
+import abc
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen_jax.errors import UserError
+from gen_jax.families import base, denoisers, likelihoods, register, samplers
+
+SAMPLERS = ("euler", "heun", "stochastic", "dpm_solver++", samplers.ADAPTIVE)
+
+
+class Continuous(base.OneNetwork):
+  """What flow matching and EDM share: the network, classes and guidance,
+  the samplers and the ODE likelihood."""
+
+  process: samplers.Process
+  title: str  # for messages
+  default_steps: int  # sample.num_steps = 0 means this many
+
+  def __init__(self, config, tokenizer=None):
+    denoisers.check(config)
+    base.check_sizes(config, positive=("eval.ode_probes",),
+                     nonnegative=("eval.ode_rows",))
+    if not 0 < config.eval.ode_tolerance < 1:
+      raise UserError(f"--config.eval.ode_tolerance="
+                      f"{config.eval.ode_tolerance}: must be in (0, 1).")
+    if config.eval.ode_trace not in ("auto", "exact", "hutchinson"):
+      raise UserError(f"--config.eval.ode_trace: '{config.eval.ode_trace}' "
+                      "is not one of auto, exact, hutchinson.")
+    self.num_classes = config.model.num_classes
+    self.model_parallel = denoisers.name(config) == "dit"
+    super().__init__(config, tokenizer)
+    self.num_dims = int(np.prod(config.data.image_shape))
+    s = config.sample
+    samplers.check(s.sampler, self.title, self.process, SAMPLERS)
+    if s.num_steps < 0:
+      raise UserError(f"--num_steps={s.num_steps}: must be >= 0 (0: the "
+                      f"default, {self.default_steps}).")
+    if s.sampler == samplers.ADAPTIVE and not 0 < s.tolerance < 1:
+      raise UserError(f"--config.sample.tolerance={s.tolerance}: must be "
+                      "in (0, 1).")
+    self._chains: dict[str, Callable] = {}
+    self._adaptive: dict[tuple, Callable] = {}
+    self._noise_fns: dict[tuple, Callable] = {}
+    self.last_sampling: dict[str, int | str] = {}
+
+  def build_network(self, rngs):
+    return denoisers.build(self.config, rngs)
+
+  def partition_rules(self):
+    return denoisers.partition_rules(self.config,
+                                     tuple(self.config.mesh.axes))
+
+  @staticmethod
+  def to_model_space(image_BHWC: jax.Array) -> jax.Array:
+    return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
+
+  @abc.abstractmethod
+  def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
+              dropout_key=None) -> tuple[jax.Array, jax.Array]:
+    """(x_0 prediction, eps prediction) at (x_t, t)."""
+
+  @abc.abstractmethod
+  def objective(self, net, x0_BHWC, key, y_B, dropout_key) -> jax.Array:
+    """The per-example training loss [B] on data in model space."""
+
+  @abc.abstractmethod
+  def time_grid(self, num_steps: int) -> np.ndarray:
+    """num_steps + 1 times from t_max down to the data (sigma = 0)."""
+
+  # --- training ------------------------------------------------------------
+
+  def loss_terms(self, net, batch, key, training: bool) -> jax.Array:
+    obj_key, label_key, flip_key, drop_key = jax.random.split(key, 4)
+    x0 = self.to_model_space(batch["image"])
+    if training and self.config.data.random_flip:
+      flip = jax.random.bernoulli(flip_key, 0.5, (x0.shape[0], 1, 1, 1))
+      x0 = jnp.where(flip, x0[:, :, ::-1], x0)
+    y = denoisers.training_labels(batch, self.num_classes,
+                                  self.config.model.label_dropout, label_key,
+                                  training)
+    return self.objective(net, x0, obj_key, y,
+                          drop_key if training else None)
+
+  def loss(self, network, batch, key):
+    return jnp.mean(self.loss_terms(network, batch, key, True)), {}
+
+  # --- evaluation ------------------------------------------------------------
+
+  def denoiser(self, net, y_B, guidance_scale: float) -> samplers.Denoiser:
+    def denoise(x, t):
+      t_B = jnp.full((x.shape[0],), t, jnp.float32)
+      return self.predict(net, x, t_B, y_B, guidance_scale)
+    return denoise
+
+  def ode_bits_per_dim(self, net, image_BHWC, y_B, key):
+    """(bits/dim [B] by the probability-flow ODE with uniform
+    dequantization, network evaluations)."""
+    e = self.config.eval
+    u_key, probe_key = jax.random.split(key)
+    x = 2.0 * (image_BHWC.astype(jnp.float32) + jax.random.uniform(
+        u_key, image_BHWC.shape)) / 256.0 - 1.0
+    exact = e.ode_trace == "exact" or (e.ode_trace == "auto"
+                                       and self.num_dims <= 16)
+    logp, evals, _ = samplers.log_likelihood(
+        self.process, self.denoiser(net, y_B, 1.0), x, probe_key,
+        exact_trace=exact, num_probes=e.ode_probes, rtol=e.ode_tolerance,
+        atol=e.ode_tolerance)
+    nll = -(logp + self.num_dims * math.log(2.0 / 256.0))
+    return likelihoods.bits_per_dim(nll, self.num_dims), evals
+
+  def eval_step(self, state, batch, key, final=False):
+    loss_key, ode_key = jax.random.split(key)
+    net = self.inference_network(state)
+    out = {"loss": base.masked_sum(
+        self.loss_terms(net, batch, loss_key, False), batch),
+           "count": base.count(batch)}
+    rows = min(self.config.eval.ode_rows, batch["image"].shape[0])
+    if final and rows:
+      part = {k: v[:rows] for k, v in batch.items()}
+      y = part["label"].astype(jnp.int32) if self.num_classes else None
+      bpd, evals = self.ode_bits_per_dim(net, part["image"], y, ode_key)
+      count = base.count(part)
+      out.update(ode_bits_per_dim=base.masked_sum(bpd, part),
+                 ode_count=count, ode_evaluations=evals * count)
+    return out
+
+  def summarize_eval(self, totals):
+    totals = dict(totals)
+    ode_count = totals.pop("ode_count", None)
+    result = super().summarize_eval(
+        {k: v for k, v in totals.items() if not k.startswith("ode_")})
+    if ode_count:
+      result["ode_bits_per_dim"] = totals["ode_bits_per_dim"] / ode_count
+      result["ode_evaluations"] = totals["ode_evaluations"] / ode_count
+    return result
+
+  # --- sampling --------------------------------------------------------------
+
+  def _make_denoiser(self, params, rest, y):
+    return self.denoiser(self.network(params, rest), y,
+                         self.config.sample.guidance_scale)
+
+  def sample(self, state, key, num, labels=None, sharding=None,
+             progress: Callable[[int, int], None] | None = None):
+    """Images [num, H, W, C] in [0, 1] from the configured sampler (see
+    Family.sample); `last_sampling` records its steps and evaluations."""
+    s = self.config.sample
+    noise_key, chain_key = jax.random.split(key)
+    shape = (num, *self.config.data.image_shape)
+    if (shape, sharding) not in self._noise_fns:
+      self._noise_fns[shape, sharding] = jax.jit(
+          lambda k: self.process.prior_std * jax.random.normal(k, shape),
+          out_shardings=sharding)
+    x = self._noise_fns[shape, sharding](noise_key)
+    y = base.class_labels(num, self.num_classes, labels, sharding)
+    args = (self.eval_params(state), state.rest, y)
+    if s.sampler == samplers.ADAPTIVE:
+      if shape not in self._adaptive:
+        self._adaptive[shape] = jax.jit(lambda args, x: samplers.solve_adaptive(
+            self.process, self._make_denoiser(*args), x, s.tolerance,
+            s.tolerance, s.max_steps))
+      x, evals, steps = self._adaptive[shape](args, x)
+      steps = int(steps)
+      if steps >= s.max_steps:
+        raise UserError(f"The adaptive sampler took --config.sample."
+                        f"max_steps={s.max_steps} steps without reaching the "
+                        "data; raise it or loosen --config.sample.tolerance.")
+      evals = int(evals)
+      if progress is not None:
+        progress(1, 1)
+    else:
+      steps = s.num_steps or self.default_steps
+      sampler = samplers.SAMPLERS[s.sampler]
+      if s.sampler not in self._chains:
+        options = samplers.Options(
+            num_steps=steps, churn=s.get("churn", 0.0),
+            churn_tmin=s.get("churn_tmin", 0.0),
+            churn_tmax=s.get("churn_tmax", float("inf")),
+            s_noise=s.get("s_noise", 1.0))
+        self._chains[s.sampler] = samplers.make_chain(
+            sampler, self.process, self._make_denoiser, options)
+      x = samplers.run_chain(self._chains[s.sampler], sampler, args, x,
+                             self.time_grid(steps), chain_key,
+                             s.steps_per_call, progress)
+      evals = sampler.evaluations(steps)
+    self.last_sampling = {"sampler": s.sampler, "steps": steps,
+                          "evaluations": evals}
+    if progress is not None and jax.process_index() == 0:
+      print(f"{s.sampler}: {steps} steps, {evals} network evaluations per "
+            "image", flush=True)
+    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+  def visualize(self, state, batch, key):
+    del batch
+    return {"samples": self.sample_grid(state, key)}
+
+
+@register("flow_matching")
+class FlowMatching(Continuous):
+  """Conditional flow matching on the linear path (rectified flow)."""
+
+  title = "flow matching"
+  default_steps = 50
+  process = samplers.Process(alpha=lambda t: 1.0 - t, sigma=lambda t: t,
+                             t_max=1.0, t_min=0.0, prior_std=1.0)
+
+  def __init__(self, config, tokenizer=None):
+    m = config.model
+    if m.time_sampling not in ("uniform", "logit_normal"):
+      raise UserError(f"--config.model.time_sampling: '{m.time_sampling}' "
+                      "is not one of uniform, logit_normal.")
+    if m.logit_std <= 0:
+      raise UserError(f"--config.model.logit_std={m.logit_std}: must be "
+                      "positive.")
+    super().__init__(config, tokenizer)
+
+  def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
+              dropout_key=None):
+    v = self.velocity(net, x_BHWC, t_B, y_B, guidance_scale, dropout_key)
+    t = t_B[:, None, None, None]
+    return x_BHWC - t * v, x_BHWC + (1.0 - t) * v
+
+  def velocity(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
+               dropout_key=None):
+    if dropout_key is not None:
+      return net(x_BHWC, 1000.0 * t_B, y_B, dropout_key=dropout_key)
+    return denoisers.guided(net, x_BHWC, 1000.0 * t_B, y_B, guidance_scale,
+                            self.num_classes)
+
+  def sample_times(self, key, num: int) -> jax.Array:
+    m = self.config.model
+    if m.time_sampling == "uniform":
+      return jax.random.uniform(key, (num,))
+    return jax.nn.sigmoid(m.logit_mean
+                          + m.logit_std * jax.random.normal(key, (num,)))
+
+  def objective(self, net, x0_BHWC, key, y_B, dropout_key):
+    t_key, eps_key = jax.random.split(key)
+    t = self.sample_times(t_key, x0_BHWC.shape[0])
+    eps = jax.random.normal(eps_key, x0_BHWC.shape)
+    return flow_matching_loss(
+        lambda x, t: self.velocity(net, x, t, y_B, dropout_key=dropout_key),
+        x0_BHWC, t, eps)
+
+  def time_grid(self, num_steps):
+    return np.linspace(1.0, 0.0, num_steps + 1, dtype=np.float32)
+
+
+def flow_matching_loss(velocity, x0_BHWC, t_B, eps_BHWC) -> jax.Array:
+  """Per-example mean of (v(x_t, t) - (eps - x_0))^2 on the linear path."""
+  t = t_B[:, None, None, None]
+  x_t = (1.0 - t) * x0_BHWC + t * eps_BHWC
+  return jnp.mean((velocity(x_t, t_B) - (eps_BHWC - x0_BHWC)) ** 2,
+                  axis=(1, 2, 3))
+
+
+@register("edm")
+class EDM(Continuous):
+  """Karras et al.'s preconditioned denoiser, loss and samplers."""
+
+  title = "EDM"
+  default_steps = 18
+
+  def __init__(self, config, tokenizer=None):
+    m = config.model
+    if not 0 < m.sigma_min < m.sigma_max:
+      raise UserError(f"--config.model.sigma_min={m.sigma_min}, sigma_max="
+                      f"{m.sigma_max}: need 0 < sigma_min < sigma_max.")
+    for key in ("sigma_data", "p_std"):
+      if m[key] <= 0:
+        raise UserError(f"--config.model.{key}={m[key]}: must be positive.")
+    if config.sample.rho <= 0:
+      raise UserError(f"--config.sample.rho={config.sample.rho}: must be "
+                      "positive.")
+    self.process = samplers.Process(
+        alpha=jnp.ones_like, sigma=lambda t: t, t_max=float(m.sigma_max),
+        t_min=float(m.sigma_min),
+        prior_std=math.sqrt(m.sigma_max**2 + m.sigma_data**2),
+        variance_exploding=True)
+    super().__init__(config, tokenizer)
+
+  def denoise(self, net, x_BHWC, sigma_B, y_B=None, guidance_scale=1.0,
+              dropout_key=None):
+    """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)."""
+    c_skip, c_out, c_in, c_noise = preconditioning(
+        sigma_B, self.config.model.sigma_data)
+    x_in = c_in[:, None, None, None] * x_BHWC
+    if dropout_key is not None:
+      f = net(x_in, c_noise, y_B, dropout_key=dropout_key)
+    else:
+      f = denoisers.guided(net, x_in, c_noise, y_B, guidance_scale,
+                           self.num_classes)
+    return (c_skip[:, None, None, None] * x_BHWC
+            + c_out[:, None, None, None] * f)
+
+  def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
+              dropout_key=None):
+    d = self.denoise(net, x_BHWC, t_B, y_B, guidance_scale, dropout_key)
+    return d, (x_BHWC - d) / t_B[:, None, None, None]
+
+  def objective(self, net, x0_BHWC, key, y_B, dropout_key):
+    m = self.config.model
+    s_key, n_key = jax.random.split(key)
+    b = x0_BHWC.shape[0]
+    sigma = jnp.exp(m.p_mean + m.p_std * jax.random.normal(s_key, (b,)))
+    noise = jax.random.normal(n_key, x0_BHWC.shape)
+    return edm_loss(
+        lambda x, s: self.denoise(net, x, s, y_B, dropout_key=dropout_key),
+        x0_BHWC, sigma, noise, m.sigma_data)
+
+  def time_grid(self, num_steps):
+    m = self.config.model
+    return karras_sigmas(num_steps, m.sigma_min, m.sigma_max,
+                         self.config.sample.rho)
+
+
+def preconditioning(sigma, sigma_data: float):
+  """EDM's (c_skip, c_out, c_in, c_noise) at noise level sigma."""
+  total = sigma**2 + sigma_data**2
+  return (sigma_data**2 / total, sigma * sigma_data / jnp.sqrt(total),
+          1.0 / jnp.sqrt(total), jnp.log(sigma) / 4.0)
+
+
+def edm_loss(denoise, x0_BHWC, sigma_B, noise_BHWC, sigma_data: float):
+  """Per-example mean of lambda(sigma) (D(x_0 + sigma n; sigma) - x_0)^2."""
+  weight = (sigma_B**2 + sigma_data**2) / (sigma_B * sigma_data) ** 2
+  d = denoise(x0_BHWC + sigma_B[:, None, None, None] * noise_BHWC, sigma_B)
+  return weight * jnp.mean((d - x0_BHWC) ** 2, axis=(1, 2, 3))
+
+
+def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float,
+                  rho: float) -> np.ndarray:
+  """sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho
+  for i < N, then 0: N steps ending at the data."""
+  i = np.arange(num_steps, dtype=np.float64) / max(num_steps - 1, 1)
+  inv = 1.0 / rho
+  sigmas = (sigma_max**inv + i * (sigma_min**inv - sigma_max**inv)) ** rho
+  return np.append(sigmas, 0.0).astype(np.float32)
