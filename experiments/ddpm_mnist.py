@@ -9,6 +9,7 @@ recall.
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=ddpm  # all 1000 steps
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=ddim --num_steps=20
+  python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=dpm_solver++ --num_steps=20
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=eval
   python -m gen_jax.main --exp=ddpm_mnist:smoke --workdir=/tmp/ddpm_smoke
 """
@@ -28,6 +29,7 @@ def get_config():
   c.model.beta_end = 0.02
   c.model.prediction = "eps"  # 'eps' | 'v'
   c.model.variance = "fixed_large"  # 'fixed_large' (beta_t) | 'fixed_small'
+  c.model.network = "unet"  # 'unet' | 'dit' (see experiments/_continuous.py)
   # On 2x2 pixel patches (space-to-depth), so the U-Net's levels are 14x14
   # and 7x7: a quarter of the activation memory of a 28x28 first level, which
   # is what bounds a CPU step.
@@ -52,8 +54,9 @@ def get_config():
   c.train.ckpt_every = 250
   c.train.sample_every = 500
 
-  c.sample.sampler = "ddim"  # 'ddpm' (ancestral, T steps) | 'ddim'
-  c.sample.num_steps = 50  # DDIM steps; 0 = T
+  # 'ddpm' (ancestral, T steps) | 'ddim' | 'dpm_solver++' (DPM-Solver++(2M))
+  c.sample.sampler = "ddim"
+  c.sample.num_steps = 50  # 0: T (ddpm, ddim), 20 (dpm_solver++)
   c.sample.eta = 0.0  # DDIM: 0 deterministic, 1 DDPM-like
   c.sample.guidance_scale = 1.0  # classifier-free guidance (conditional)
   c.sample.clip_denoised = True

@@ -375,6 +375,37 @@ def test_reverse_steps_match_the_papers_equations(sampler, variance, eta,
   np.testing.assert_allclose(images, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_dpm_solver_pp_matches_the_papers_update(clip):
+  """`sample` with 'dpm_solver++' against DPM-Solver++(2M) written out from
+  Lu et al. (2022, Algorithm 2) in float64 on _KnownNet's predictions."""
+  fam = _family([*SHORT_CHAIN, "sample.sampler=dpm_solver++",
+                 "sample.num_steps=4", f"sample.clip_denoised={clip}"])
+  state = _uses_network(fam, _KnownNet())
+  abar = np.cumprod(1 - np.linspace(1e-3, 0.2, 10))
+  grid = schedules.logsnr_timesteps(abar, 4)
+  shape = (3, 28, 28, 1)
+  images = fam.sample(state, jax.random.key(5), shape[0])
+  noise_key, _ = jax.random.split(jax.random.key(5))
+  x = np.asarray(jax.random.normal(noise_key, shape), np.float64)
+  lam = lambda t: 0.5 * math.log(abar[t] / (1 - abar[t]))
+  x0_prev = h_prev = None
+  for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
+    eps = _KnownNet.W * x + _KnownNet.C * math.cos(t / 3)
+    x0 = (x - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t])
+    if clip:
+      x0 = np.clip(x0, -1, 1)
+    h = lam(t_next) - lam(t)
+    d = x0
+    if i:
+      r = h_prev / h
+      d = (1 + 1 / (2 * r)) * x0 - x0_prev / (2 * r)
+    x = (math.sqrt((1 - abar[t_next]) / (1 - abar[t])) * x
+         - math.sqrt(abar[t_next]) * math.expm1(-h) * d)
+    x0_prev, h_prev = x0, h
+  np.testing.assert_allclose(images, np.clip((x + 1) / 2, 0, 1), atol=1e-5)
+
+
 def test_ddim_timesteps():
   np.testing.assert_array_equal(schedules.ddim_timesteps(1000, 4),
                                 [999, 749, 499, 249])

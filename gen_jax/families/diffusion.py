@@ -10,9 +10,12 @@ class-conditional; labels are replaced by a null class with probability
 classifier-free guidance, eps = eps_u + s (eps_c - eps_u) (s = 0: unconditional,
 s = 1: conditional, s > 1: guided).
 
-Samplers: ancestral ('ddpm', the full chain of T steps) and DDIM ('ddim', any
-number of steps, trailing timesteps, stochasticity eta). Both clip the x_0
-prediction to [-1, 1].
+Samplers: ancestral ('ddpm', the full chain of T steps), DDIM ('ddim', any
+number of steps, trailing timesteps, stochasticity eta) and DPM-Solver++(2M)
+('dpm_solver++', `samplers.py`, on timesteps evenly spaced in log-SNR from
+T - 1 to 0; default 20). All clip the x_0 prediction to [-1, 1] (with
+`sample.clip_denoised`). The network is a U-Net or a DiT (`model.network`,
+see denoisers.py).
 
 Likelihood: the variational bound of the DDPM paper in bits/dim, with the
 discretized Gaussian decoder at t = 0, so it is a bound on the NLL of the
@@ -31,36 +34,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import UserError
-from gen_jax.families import base, likelihoods, register, schedules
-from gen_jax.models import unet
+from gen_jax.families import base, denoisers, likelihoods, register
+from gen_jax.families import samplers, schedules
 
 
 def _check_config(config) -> None:
-  """Sizes and rates the U-Net and the noise schedule can use."""
+  """Sizes and rates the network and the noise schedule can use."""
   m = config.model
+  denoisers.check(config)
   base.check_sizes(
-      config, positive=("model.channels", "model.channel_mults",
-                        "model.num_groups", "model.patch_size",
-                        "eval.vlb_timesteps", "eval.periodic_vlb_timesteps"),
-      nonnegative=("model.num_res_blocks", "model.num_classes"))
-  h, w, _ = base.check_images(config)
-  if h % m.patch_size or w % m.patch_size:
-    raise UserError(f"--config.model.patch_size={m.patch_size} does not "
-                    f"divide the {h}x{w} image.")
-  for c in {m.channels * k for k in (1, *m.channel_mults)}:
-    if c % min(m.num_groups, c):
-      raise UserError(f"--config.model.num_groups={m.num_groups} does not "
-                      f"divide the U-Net's {c} channels (model.channels x "
-                      "each of model.channel_mults).")
+      config, positive=("eval.vlb_timesteps", "eval.periodic_vlb_timesteps"))
   if m.num_timesteps < 2:
     raise UserError(f"--config.model.num_timesteps={m.num_timesteps}: must "
                     "be >= 2.")
   if m.schedule == "linear" and not 0 < m.beta_start <= m.beta_end < 1:
     raise UserError(f"--config.model.beta_start={m.beta_start}, beta_end="
                     f"{m.beta_end}: need 0 < beta_start <= beta_end < 1.")
-  base.check_fraction(config, "model.dropout")
-  for key in ("model.label_dropout", "sample.eta"):
-    base.check_fraction(config, key, include_one=True)
+  base.check_fraction(config, "sample.eta", include_one=True)
 
 
 @register("diffusion")
@@ -86,18 +76,7 @@ class Diffusion(base.OneNetwork):
     else:
       self.model_log_variance = self.sched.posterior_log_variance_clipped
     self.num_classes = m.num_classes
-    self.unet_cfg = unet.UNetConfig(
-        image_shape=tuple(config.data.image_shape),
-        channels=m.channels,
-        channel_mults=tuple(m.channel_mults),
-        num_res_blocks=m.num_res_blocks,
-        attention_resolutions=tuple(m.attention_resolutions),
-        dropout=m.dropout,
-        num_groups=m.num_groups,
-        num_classes=m.num_classes,
-        patch_size=m.patch_size,
-        dtype=config.train.dtype,
-    )
+    self.model_parallel = denoisers.name(config) == "dit"
     super().__init__(config, tokenizer)
     self.num_dims = int(np.prod(config.data.image_shape))
     self._plan()  # a bad sampler setting fails here, before any work
@@ -105,7 +84,11 @@ class Diffusion(base.OneNetwork):
     self._noise_fns: dict[tuple, Callable] = {}
 
   def build_network(self, rngs):
-    return unet.UNet(self.unet_cfg, rngs=rngs)
+    return denoisers.build(self.config, rngs)
+
+  def partition_rules(self):
+    return denoisers.partition_rules(self.config,
+                                     tuple(self.config.mesh.axes))
 
   @staticmethod
   def to_model_space(image_BHWC: jax.Array) -> jax.Array:
@@ -113,14 +96,8 @@ class Diffusion(base.OneNetwork):
 
   def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale: float = 1.0):
     """(eps, x_0) predicted at (x_t, t), with classifier-free guidance."""
-    if self.num_classes and guidance_scale != 1.0:
-      null = jnp.full_like(y_B, self.num_classes)
-      out = net(jnp.concatenate([x_BHWC, x_BHWC]), jnp.concatenate([t_B, t_B]),
-                jnp.concatenate([y_B, null]))
-      out_c, out_u = jnp.split(out, 2)
-      out = out_u + guidance_scale * (out_c - out_u)
-    else:
-      out = net(x_BHWC, t_B, y_B)
+    out = denoisers.guided(net, x_BHWC, t_B, y_B, guidance_scale,
+                           self.num_classes)
     abar = schedules.at(self.sched.alphas_cumprod, t_B)
     if self.config.model.prediction == "eps":
       eps = out
@@ -143,13 +120,9 @@ class Diffusion(base.OneNetwork):
     t = jax.random.randint(t_key, (b,), 0, self.sched.num_timesteps)
     eps = jax.random.normal(eps_key, x0.shape)
     xt = schedules.q_sample(self.sched, x0, t, eps)
-    y = None
-    if self.num_classes:
-      y = batch["label"].astype(jnp.int32)
-      if training and self.config.model.label_dropout > 0:
-        drop = jax.random.bernoulli(label_key, self.config.model.label_dropout,
-                                    (b,))
-        y = jnp.where(drop, self.num_classes, y)
+    y = denoisers.training_labels(batch, self.num_classes,
+                                  self.config.model.label_dropout, label_key,
+                                  training)
     out = net(xt, t, y, dropout_key=drop_key if training else None)
     if self.config.model.prediction == "eps":
       target = eps
@@ -243,8 +216,13 @@ class Diffusion(base.OneNetwork):
       ts = np.arange(t_count - 1, -1, -1, dtype=np.int32)
     elif s.sampler == "ddim":
       ts = schedules.ddim_timesteps(t_count, s.num_steps or t_count)
+    elif s.sampler == "dpm_solver++":
+      grid = schedules.logsnr_timesteps(self.sched.alphas_cumprod,
+                                        s.num_steps or 20)
+      return s.sampler, grid[:-1], grid[1:]
     else:
-      raise UserError(f"--sampler={s.sampler}: not one of ddpm, ddim.")
+      raise UserError(f"--sampler={s.sampler}: not one of ddpm, ddim, "
+                      "dpm_solver++.")
     return s.sampler, ts, np.append(ts[1:], -1).astype(np.int32)
 
   def _step(self, sampler, net, x, t, t_prev, y, key):
@@ -285,6 +263,32 @@ class Diffusion(base.OneNetwork):
       self._chunk_fns[sampler] = jax.jit(run, donate_argnums=2)
     return self._chunk_fns[sampler]
 
+  def _dpm_chain(self):
+    """DPM-Solver++(2M) on the discrete process alpha_t = sqrt(abar_t),
+    from `samplers` (compiled once)."""
+    if "dpm_solver++" not in self._chunk_fns:
+      abar = jnp.asarray(self.sched.alphas_cumprod, jnp.float32)
+      process = samplers.Process(
+          alpha=lambda t: jnp.sqrt(abar[t]),
+          sigma=lambda t: jnp.sqrt(1.0 - abar[t]),
+          t_max=self.sched.num_timesteps - 1, t_min=0, prior_std=1.0)
+
+      def make_denoiser(params, rest, y):
+        net = self.network(params, rest)
+
+        def denoise(x, t):
+          t_B = jnp.full((x.shape[0],), t, jnp.int32)
+          eps, x0 = self.predict(net, x, t_B, y,
+                                 self.config.sample.guidance_scale)
+          if self.config.sample.clip_denoised:
+            x0 = jnp.clip(x0, -1.0, 1.0)
+          return x0, eps
+        return denoise
+      self._chunk_fns["dpm_solver++"] = samplers.make_chain(
+          samplers.SAMPLERS["dpm_solver++"], process, make_denoiser,
+          samplers.Options())
+    return self._chunk_fns["dpm_solver++"]
+
   def sample(self, state, key, num, labels=None, sharding=None,
              progress: Callable[[int, int], None] | None = None):
     """Images [num, H, W, C] in [0, 1] from the configured sampler.
@@ -307,6 +311,12 @@ class Diffusion(base.OneNetwork):
     x = self._noise_fns[cache_key](noise_key)
     y = base.class_labels(num, self.num_classes, labels, sharding)
     params, rest = self.eval_params(state), state.rest
+    if sampler == "dpm_solver++":
+      x = samplers.run_chain(self._dpm_chain(), samplers.SAMPLERS[sampler],
+                             (params, rest, y), x, np.append(ts, t_prevs[-1]),
+                             chain_key, self.config.sample.steps_per_call,
+                             progress)
+      return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
     run = self._chunk_fn(sampler)
     chunk = max(1, self.config.sample.steps_per_call)
     for start in range(0, len(ts), chunk):
