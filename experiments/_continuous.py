@@ -103,3 +103,39 @@ def smoke(c):
   c.eval.ode_tolerance = 1e-2
   c.eval.quality_samples = 0
   return c
+
+
+def cifar10(family: str, channel_mults, num_res_blocks: int, dropout: float):
+  """`family` on CIFAR-10 (random flips) with a DDPM++-sized U-Net: 128
+  channels, attention at 16x16."""
+  c = mnist(family)
+  c.data.name = "cifar10"
+  c.data.image_shape = (32, 32, 3)
+  c.data.random_flip = True
+  c.model.patch_size = 1
+  c.model.channels = 128
+  c.model.channel_mults = tuple(channel_mults)
+  c.model.num_res_blocks = num_res_blocks
+  c.model.attention_resolutions = (16,)
+  c.model.dropout = dropout
+  c.model.num_groups = 32
+  c.train.log_every = 1000
+  c.train.eval_every = 50_000
+  c.train.ckpt_every = 10_000
+  c.train.sample_every = 50_000
+  c.eval.quality_samples = 50_000
+  c.eval.quality_features = "inception_v3"
+  return c
+
+
+def cifar10_smoke(c):
+  if c.model.network == "unet":
+    c.model.channels = 16
+    c.model.channel_mults = (1, 2)
+    c.model.num_groups = 8
+  smoke(c)
+  if c.model.network == "unet":
+    c.model.num_res_blocks = 1
+  else:
+    c.model.patch_size = 8
+  return c

@@ -228,3 +228,26 @@ def test_dit_sizes_follow_the_paper():
   # DiT-S/2: 33M parameters at 256 tokens (the paper's, less its learned
   # sigma and its 1000-class table: within 2%).
   assert 31e6 < count < 34e6, count
+
+
+@pytest.mark.parametrize("sampler,steps", [
+    ("heun", 60), ("euler", 200), ("dpm_solver++", 60), ("adaptive", 0),
+    ("stochastic", 60)])
+def test_every_sampler_draws_the_model_of_a_zero_network(sampler, steps):
+  """EDM's network at initialization outputs zero, so its denoiser is
+  c_skip x: exactly the model of N(0, 0.5^2) data. Every sampler must draw
+  pixels with that distribution: (x + 1) / 2 clipped to [0, 1]. (Enough
+  steps that the discretization error stays below 1%: Heun's 18 give a
+  standard deviation of 0.528, not 0.5, on this Gaussian.)"""
+  family = _family("edm_mnist:smoke", f"sample.sampler={sampler}",
+                   f"sample.num_steps={steps}", "sample.tolerance=1e-4",
+                   "sample.churn=20", "sample.churn_tmin=0.0")
+  state = family.init(jax.random.key(0), None)
+  images = np.asarray(family.sample(state, jax.random.key(1), 16))
+  x = np.clip((np.random.default_rng(0).normal(0, 0.5, 10**6) + 1) / 2, 0, 1)
+  assert images.shape == (16, 28, 28, 1)
+  assert abs(images.mean() - x.mean()) < 0.01, images.mean()
+  assert abs(images.std() - x.std()) < 0.01, images.std()
+  info = family.last_sampling
+  want = {"heun": 119, "euler": 200, "dpm_solver++": 60, "stochastic": 119}
+  assert info["evaluations"] == want.get(sampler, info["evaluations"]) > 6

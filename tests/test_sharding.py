@@ -25,6 +25,9 @@ CASES = {
     "flow": ("glow_mnist:smoke", "bits_per_dim", ()),
     "pixelcnn": ("pixelcnn_mnist:cond-smoke", "loss", ()),
     "diffusion": ("ddpm_mnist:smoke", "loss", ()),
+    "flow_matching": ("fm_mnist:smoke", "loss", ()),
+    "edm": ("edm_mnist:smoke", "loss", ()),
+    "dit": ("fm_dit_mnist:smoke", "loss", ()),
     "transformer": ("transformer_code:smoke", "loss", ("data.seq_len=16",)),
     "lstm": ("lstm_code:smoke", "loss", ("data.seq_len=16",)),
     "gan": ("dcgan_mnist:smoke", "g_loss", ()),
@@ -124,6 +127,34 @@ def test_ema_has_one_definition(case):
     np.testing.assert_allclose(e, d * a + (1 - d) * b, rtol=1e-5, atol=1e-7)
     changed += int(not np.allclose(a, b))
   assert changed > 0
+
+
+def test_dit_splits_its_heads_over_the_model_axis():
+  """fm_dit_mnist on data 4 x model 2: the attention and MLP weights lie
+  split over 'model' (by output for qkv and fc, by input for attn_out and
+  mlp_out), and two steps give the numbers of one device."""
+  config = config_lib.get_config("fm_dit_mnist:smoke", [
+      "mesh.axes=('data','model')", "mesh.shape=(-1,2)",
+      "model.num_heads=4", "model.width=32"])
+  family = families.build(config)
+  assert family.model_parallel
+  batches = _batches(family)
+  one, _ = train_on_devices(family, batches, 1, ["loss"], mesh_shape=(1, 1))
+  eight, state = train_on_devices(family, batches, 8, ["loss"],
+                                  return_sharded=True)
+  np.testing.assert_allclose(eight, one, rtol=2e-4, atol=1e-5)
+  kernels = {jax.tree_util.keystr(p): x for p, x in
+             jax.tree_util.tree_leaves_with_path(state.params)
+             if "kernel" in jax.tree_util.keystr(p)}
+  split = {name: tuple(a // b for a, b in zip(
+      k.shape, k.sharding.shard_shape(k.shape))) for name, k in
+           kernels.items()}
+  assert sum("qkv" in name for name in split) == config.model.depth
+  for name, parts in split.items():
+    if "qkv" in name or "'fc'" in name:
+      assert parts == (1, 2), (name, parts)
+    elif "attn_out" in name or "mlp_out" in name:
+      assert parts == (2, 1), (name, parts)
 
 
 def test_model_axis_is_refused_where_unused():
