@@ -14,7 +14,7 @@ import scipy.stats
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.errors import UserError
-from gen_jax.families import continuous
+from gen_jax.families import edm
 from gen_jax.models import dit as dit_lib
 
 RNG = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def test_edm_preconditioning_identities():
   every sigma); c_in makes a N(0, s_d^2) sample plus noise unit-variance."""
   sd = 0.5
   sigma = jnp.array([1e-6, 0.002, 0.5, 1.0, 80.0])
-  c_skip, c_out, c_in, c_noise = continuous.preconditioning(sigma, sd)
+  c_skip, c_out, c_in, c_noise = edm.preconditioning(sigma, sd)
   np.testing.assert_allclose(c_skip[0], 1.0, atol=1e-10)
   np.testing.assert_allclose(c_out[0], 0.0, atol=1e-5)
   weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
@@ -111,11 +111,11 @@ def test_edm_preconditioning_identities():
 
 
 def test_karras_sigmas():
-  s = continuous.karras_sigmas(18, 0.002, 80.0, 7.0)
+  s = edm.karras_sigmas(18, 0.002, 80.0, 7.0)
   assert len(s) == 19 and s[-1] == 0
   np.testing.assert_allclose([s[0], s[17]], [80.0, 0.002], rtol=1e-5)
   # rho = 1: evenly spaced.
-  np.testing.assert_allclose(np.diff(continuous.karras_sigmas(
+  np.testing.assert_allclose(np.diff(edm.karras_sigmas(
       5, 1.0, 5.0, 1.0))[:-1], -1.0, rtol=1e-6)
 
 

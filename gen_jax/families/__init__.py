@@ -32,7 +32,8 @@ def _import_all() -> None:
   # Importing a family module registers it.
   from gen_jax.families import autoregressive  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import classifier  # pylint: disable=g-import-not-at-top,unused-import
-  from gen_jax.families import continuous  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import edm  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import flow_matching  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import diffusion  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import pixelcnn  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import flow  # pylint: disable=g-import-not-at-top,unused-import

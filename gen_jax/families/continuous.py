@@ -1,32 +1,17 @@
-"""Continuous-time diffusion: flow matching / rectified flow and EDM.
+"""The shared base of the continuous-time diffusion families: flow matching
+(flow_matching.py) and EDM (edm.py).
 
 Both noise data x_0 (images scaled to [-1, 1]) as x_t = alpha(t) x_0 +
 sigma(t) eps and learn to undo it with one network (a U-Net or a DiT,
 `model.network`, see denoisers.py); they differ in the path, the time
-distribution, the network's parameterization and the loss.
-
-'flow_matching' (Lipman et al. 2023; rectified flow, Liu et al. 2023): the
-linear path x_t = (1 - t) x_0 + t eps, t in [0, 1], and the network predicts
-the velocity v = eps - x_0 under the plain squared error (the conditional
-flow-matching loss). t is drawn uniform or logit-normal, sigmoid(N(m, s^2))
-(`model.time_sampling`; Esser et al. 2024, Stable Diffusion 3). The network
-sees the time as 1000 t, the range of DDPM's timesteps.
-
-'edm' (Karras et al. 2022): alpha = 1 and sigma = t, with the network F
-wrapped in the preconditioning D(x; sigma) = c_skip x + c_out F(c_in x,
-c_noise) (c_skip = s_d^2 / (sigma^2 + s_d^2), c_out = sigma s_d /
-sqrt(sigma^2 + s_d^2), c_in = 1 / sqrt(sigma^2 + s_d^2), c_noise =
-ln(sigma) / 4), ln sigma ~ N(P_mean, P_std^2) in training and the loss
-weight lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, which makes the
-loss the unit-weighted squared error of F against its effective target.
-Sampling runs on Karras' sigma spacing with exponent rho.
-
-Both take class labels (label dropout to a null class, classifier-free
-guidance) and every sampler of `samplers.py`; with `eval.ode_rows > 0` the
-final eval adds exact bits/dim through the probability-flow ODE on that many
-rows of each eval batch, with uniform dequantization: the 8-bit value k
-becomes x = 2 (k + u) / 256 - 1, u ~ U[0, 1), and -log P(k) <=
--log p(x) - D log(2 / 256).
+distribution, the network's parameterization and the loss. Here is what they
+share: class labels (label dropout to a null class, classifier-free
+guidance), every sampler of `samplers.py` (`sample.sampler`,
+`sample.num_steps`; 0 steps: the family's default), and, with
+`eval.ode_rows > 0`, exact bits/dim through the probability-flow ODE in the
+final eval on that many rows of each eval batch, with uniform
+dequantization: the 8-bit value k becomes x = 2 (k + u) / 256 - 1,
+u ~ U[0, 1), and -log P(k) <= -log p(x) - D log(2 / 256).
 """
 
 import abc
@@ -38,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import UserError
-from gen_jax.families import base, denoisers, likelihoods, register, samplers
+from gen_jax.families import base, denoisers, likelihoods, samplers
 
 SAMPLERS = ("euler", "heun", "stochastic", "dpm_solver++", samplers.ADAPTIVE)
 
@@ -228,146 +213,3 @@ class Continuous(base.OneNetwork):
   def visualize(self, state, batch, key):
     del batch
     return {"samples": self.sample_grid(state, key)}
-
-
-@register("flow_matching")
-class FlowMatching(Continuous):
-  """Conditional flow matching on the linear path (rectified flow)."""
-
-  title = "flow matching"
-  default_steps = 50
-  process = samplers.Process(alpha=lambda t: 1.0 - t, sigma=lambda t: t,
-                             t_max=1.0, t_min=0.0, prior_std=1.0)
-
-  def __init__(self, config, tokenizer=None):
-    m = config.model
-    if m.time_sampling not in ("uniform", "logit_normal"):
-      raise UserError(f"--config.model.time_sampling: '{m.time_sampling}' "
-                      "is not one of uniform, logit_normal.")
-    if m.logit_std <= 0:
-      raise UserError(f"--config.model.logit_std={m.logit_std}: must be "
-                      "positive.")
-    super().__init__(config, tokenizer)
-
-  def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
-              dropout_key=None):
-    v = self.velocity(net, x_BHWC, t_B, y_B, guidance_scale, dropout_key)
-    t = t_B[:, None, None, None]
-    return x_BHWC - t * v, x_BHWC + (1.0 - t) * v
-
-  def velocity(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
-               dropout_key=None):
-    if dropout_key is not None:
-      return net(x_BHWC, 1000.0 * t_B, y_B, dropout_key=dropout_key)
-    return denoisers.guided(net, x_BHWC, 1000.0 * t_B, y_B, guidance_scale,
-                            self.num_classes)
-
-  def sample_times(self, key, num: int) -> jax.Array:
-    m = self.config.model
-    if m.time_sampling == "uniform":
-      return jax.random.uniform(key, (num,))
-    return jax.nn.sigmoid(m.logit_mean
-                          + m.logit_std * jax.random.normal(key, (num,)))
-
-  def objective(self, net, x0_BHWC, key, y_B, dropout_key):
-    t_key, eps_key = jax.random.split(key)
-    t = self.sample_times(t_key, x0_BHWC.shape[0])
-    eps = jax.random.normal(eps_key, x0_BHWC.shape)
-    return flow_matching_loss(
-        lambda x, t: self.velocity(net, x, t, y_B, dropout_key=dropout_key),
-        x0_BHWC, t, eps)
-
-  def time_grid(self, num_steps):
-    return np.linspace(1.0, 0.0, num_steps + 1, dtype=np.float32)
-
-
-def flow_matching_loss(velocity, x0_BHWC, t_B, eps_BHWC) -> jax.Array:
-  """Per-example mean of (v(x_t, t) - (eps - x_0))^2 on the linear path."""
-  t = t_B[:, None, None, None]
-  x_t = (1.0 - t) * x0_BHWC + t * eps_BHWC
-  return jnp.mean((velocity(x_t, t_B) - (eps_BHWC - x0_BHWC)) ** 2,
-                  axis=(1, 2, 3))
-
-
-@register("edm")
-class EDM(Continuous):
-  """Karras et al.'s preconditioned denoiser, loss and samplers."""
-
-  title = "EDM"
-  default_steps = 18
-
-  def __init__(self, config, tokenizer=None):
-    m = config.model
-    if not 0 < m.sigma_min < m.sigma_max:
-      raise UserError(f"--config.model.sigma_min={m.sigma_min}, sigma_max="
-                      f"{m.sigma_max}: need 0 < sigma_min < sigma_max.")
-    for key in ("sigma_data", "p_std"):
-      if m[key] <= 0:
-        raise UserError(f"--config.model.{key}={m[key]}: must be positive.")
-    if config.sample.rho <= 0:
-      raise UserError(f"--config.sample.rho={config.sample.rho}: must be "
-                      "positive.")
-    self.process = samplers.Process(
-        alpha=jnp.ones_like, sigma=lambda t: t, t_max=float(m.sigma_max),
-        t_min=float(m.sigma_min),
-        prior_std=math.sqrt(m.sigma_max**2 + m.sigma_data**2),
-        variance_exploding=True)
-    super().__init__(config, tokenizer)
-
-  def denoise(self, net, x_BHWC, sigma_B, y_B=None, guidance_scale=1.0,
-              dropout_key=None):
-    """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)."""
-    c_skip, c_out, c_in, c_noise = preconditioning(
-        sigma_B, self.config.model.sigma_data)
-    x_in = c_in[:, None, None, None] * x_BHWC
-    if dropout_key is not None:
-      f = net(x_in, c_noise, y_B, dropout_key=dropout_key)
-    else:
-      f = denoisers.guided(net, x_in, c_noise, y_B, guidance_scale,
-                           self.num_classes)
-    return (c_skip[:, None, None, None] * x_BHWC
-            + c_out[:, None, None, None] * f)
-
-  def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
-              dropout_key=None):
-    d = self.denoise(net, x_BHWC, t_B, y_B, guidance_scale, dropout_key)
-    return d, (x_BHWC - d) / t_B[:, None, None, None]
-
-  def objective(self, net, x0_BHWC, key, y_B, dropout_key):
-    m = self.config.model
-    s_key, n_key = jax.random.split(key)
-    b = x0_BHWC.shape[0]
-    sigma = jnp.exp(m.p_mean + m.p_std * jax.random.normal(s_key, (b,)))
-    noise = jax.random.normal(n_key, x0_BHWC.shape)
-    return edm_loss(
-        lambda x, s: self.denoise(net, x, s, y_B, dropout_key=dropout_key),
-        x0_BHWC, sigma, noise, m.sigma_data)
-
-  def time_grid(self, num_steps):
-    m = self.config.model
-    return karras_sigmas(num_steps, m.sigma_min, m.sigma_max,
-                         self.config.sample.rho)
-
-
-def preconditioning(sigma, sigma_data: float):
-  """EDM's (c_skip, c_out, c_in, c_noise) at noise level sigma."""
-  total = sigma**2 + sigma_data**2
-  return (sigma_data**2 / total, sigma * sigma_data / jnp.sqrt(total),
-          1.0 / jnp.sqrt(total), jnp.log(sigma) / 4.0)
-
-
-def edm_loss(denoise, x0_BHWC, sigma_B, noise_BHWC, sigma_data: float):
-  """Per-example mean of lambda(sigma) (D(x_0 + sigma n; sigma) - x_0)^2."""
-  weight = (sigma_B**2 + sigma_data**2) / (sigma_B * sigma_data) ** 2
-  d = denoise(x0_BHWC + sigma_B[:, None, None, None] * noise_BHWC, sigma_B)
-  return weight * jnp.mean((d - x0_BHWC) ** 2, axis=(1, 2, 3))
-
-
-def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float,
-                  rho: float) -> np.ndarray:
-  """sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho
-  for i < N, then 0: N steps ending at the data."""
-  i = np.arange(num_steps, dtype=np.float64) / max(num_steps - 1, 1)
-  inv = 1.0 / rho
-  sigmas = (sigma_max**inv + i * (sigma_min**inv - sigma_max**inv)) ** rho
-  return np.append(sigmas, 0.0).astype(np.float32)
