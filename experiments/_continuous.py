@@ -73,6 +73,12 @@ def fm_settings(c):
   c.model.time_sampling = "uniform"  # 'uniform' | 'logit_normal' (SD3)
   c.model.logit_mean = 0.0
   c.model.logit_std = 1.0
+  # Reflow: the workdir of a trained flow-matching run of the same network
+  # ('' = ordinary training); its pairs are drawn with this sampler.
+  c.model.reflow_from = ""
+  c.model.reflow_sampler = "heun"  # euler | heun | dpm_solver++ | adaptive
+  c.model.reflow_steps = 10
+  c.model.reflow_tolerance = 1e-4  # 'adaptive' only
   sampling(c, "euler", 50)
   return c
 

@@ -388,3 +388,18 @@ class PreemptionWatch:
   def close(self) -> None:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def restore_into(abstract: PyTree, saved: PyTree) -> PyTree:
+  """Puts the arrays of `saved` (the nested dicts `load_state` returns) into
+  the pytree structure of `abstract`, matching leaves by path."""
+  def lookup(path, _):
+    node = saved
+    for key in path:
+      if isinstance(key, jax.tree_util.SequenceKey):
+        name = key.idx
+      else:
+        name = key.key if isinstance(key, jax.tree_util.DictKey) else key.name
+      node = node[name] if isinstance(node, (list, tuple)) else node[str(name)]
+    return node
+  return jax.tree_util.tree_map_with_path(lookup, abstract)

@@ -199,3 +199,13 @@ def to_host(tree: PyTree) -> PyTree:
   if jax.process_count() > 1:
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.device_get(tree)
+
+
+def put_like(new: PyTree, old: PyTree) -> PyTree:
+  """Host arrays `new` laid out like the device arrays `old` (their dtype,
+  shape and sharding), e.g. pretrained weights into a fresh train state."""
+  def put(n, o):
+    n = np.asarray(n, o.dtype)
+    return jax.make_array_from_callback(o.shape, o.sharding,
+                                        lambda index: n[index])
+  return jax.tree.map(put, new, old)

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from conftest import FAST_COMPILE
+from gen_jax import checkpointing
 from gen_jax import config as config_lib
 from gen_jax import families
+from gen_jax import train
 from gen_jax.errors import UserError
 from gen_jax.families import edm
 from gen_jax.models import dit as dit_lib
@@ -52,7 +55,7 @@ def test_flow_matching_loss_by_hand(time_sampling):
   key = jax.random.key(7)
   got = family.loss_terms(FakeNet(), {"image": IMAGES}, key, training=True)
   obj_key, _ = _draws(family, key, 3)
-  t_key, eps_key = jax.random.split(obj_key)
+  t_key, eps_key, _ = jax.random.split(obj_key, 3)
   if time_sampling == "uniform":
     t = np.asarray(jax.random.uniform(t_key, (3,)))
   else:
@@ -105,9 +108,11 @@ def test_edm_preconditioning_identities():
   np.testing.assert_allclose(c_noise, np.log(sigma) / 4, rtol=1e-6)
   family = _family("edm_mnist:smoke")
   x = jnp.asarray(RNG.standard_normal((2, 28, 28, 1)), jnp.float32)
-  net = family.build_network(nnx.Rngs(0))
-  np.testing.assert_allclose(family.denoise(net, x, jnp.full((2,), 1e-7)), x,
-                             atol=1e-5)
+  state = _init(family)
+  d = jax.jit(lambda s, x: family.denoise(
+      family.network(s.params, s.rest), x, jnp.full((2,), 1e-7)),
+              compiler_options=FAST_COMPILE)(state, x)
+  np.testing.assert_allclose(d, x, atol=1e-5)
 
 
 def test_karras_sigmas():
@@ -128,7 +133,7 @@ def test_ode_bits_per_dim_of_a_network_that_outputs_zero(exp):
   the dequantized digits, converted to bits with the 2/256 Jacobian."""
   family = _family(exp, "eval.ode_rows=2", "eval.ode_tolerance=1e-5",
                    "eval.ode_trace=hutchinson")
-  state = family.init(jax.random.key(0), None)
+  state = _init(family)
   key = jax.random.key(5)
   batch = {"image": IMAGES[:2], "label": LABELS[:2],
            "mask": np.ones(2, np.float32)}
@@ -171,11 +176,16 @@ def _dit(shape=(28, 28, 1), p=4, classes=10, dtype="float32"):
 def _perturb(module, scale=0.05):
   """Gives every parameter random values (the zero-initialized included)."""
   graph, params, rest = nnx.split(module, nnx.Param, ...)
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  leaves = [l + scale * jax.random.normal(k, l.shape)
-            for l, k in zip(leaves, keys)]
-  return nnx.merge(graph, jax.tree.unflatten(tree, leaves), rest)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(
+      lambda p: p + scale * rng.standard_normal(p.shape).astype(p.dtype),
+      params)
+  return nnx.merge(graph, params, rest)
+
+
+def _init(family, seed=0):
+  return jax.jit(family.init, static_argnums=1,
+                 compiler_options=FAST_COMPILE)(jax.random.key(seed), None)
 
 
 def test_dit_adaln_zero_starts_as_the_identity():
@@ -242,7 +252,7 @@ def test_every_sampler_draws_the_model_of_a_zero_network(sampler, steps):
   family = _family("edm_mnist:smoke", f"sample.sampler={sampler}",
                    f"sample.num_steps={steps}", "sample.tolerance=1e-4",
                    "sample.churn=20", "sample.churn_tmin=0.0")
-  state = family.init(jax.random.key(0), None)
+  state = _init(family)
   images = np.asarray(family.sample(state, jax.random.key(1), 16))
   x = np.clip((np.random.default_rng(0).normal(0, 0.5, 10**6) + 1) / 2, 0, 1)
   assert images.shape == (16, 28, 28, 1)
@@ -251,3 +261,62 @@ def test_every_sampler_draws_the_model_of_a_zero_network(sampler, steps):
   info = family.last_sampling
   want = {"heun": 119, "euler": 200, "dpm_solver++": 60, "stochastic": 119}
   assert info["evaluations"] == want.get(sampler, info["evaluations"]) > 6
+
+
+def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
+  """A reflow run starts student and teacher from the teacher run's EMA
+  weights; its loss is the flow-matching loss between noise z and the
+  teacher's Euler sample from z (written out here), not the data; a train
+  step moves the student and leaves the teacher."""
+  teacher_dir = tmp_path / "teacher"  # a "trained" run: random weights
+  teacher_config = config_lib.get_config("fm_mnist:smoke")
+  teacher_family = families.build(teacher_config)
+  fresh = _init(teacher_family, 1)
+  moved = nnx.state(_perturb(teacher_family.network(fresh.params, fresh.rest),
+                             0.02), nnx.Param)
+  train.prepare_workdir(str(teacher_dir), teacher_config)
+  ckpt = checkpointing.Checkpointer(teacher_dir)
+  ckpt.save(1, fresh.replace(ema_params=moved))
+  ckpt.close()
+  family = _family("fm_mnist:smoke", f"model.reflow_from={teacher_dir}",
+                   "model.reflow_sampler=euler", "model.reflow_steps=3",
+                   "train.lr_schedule=constant", "train.warmup_steps=0")
+  state = family.warm_start(_init(family, 9))
+  saved = checkpointing.load_state(teacher_dir)
+  net = family.network(state.params, state.rest)
+  teacher_w = nnx.state(net.teacher, nnx.Param)
+  for a, b in zip(jax.tree.leaves(teacher_w), jax.tree.leaves(
+      saved["ema_params"])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(teacher_w)):
+    np.testing.assert_array_equal(a, b)
+
+  student = _perturb(net.student, 0.01)  # tell the two apart
+  nnx.update(net.student, nnx.state(student, nnx.Param))
+  key = jax.random.key(4)
+  got = nnx.jit(lambda net: family.loss_terms(net, {"image": IMAGES}, key,
+                                              training=False))(net)
+  obj_key, _ = _draws(family, key, 3)
+  t_key, eps_key, _ = jax.random.split(obj_key, 3)
+  t = np.asarray(jax.random.uniform(t_key, (3,)))[:, None, None, None]
+  z = np.asarray(jax.random.normal(eps_key, IMAGES.shape))
+  apply = nnx.jit(lambda m, x, t: m(x, t))
+  x1 = z
+  for a, b in ((1.0, 2 / 3), (2 / 3, 1 / 3), (1 / 3, 0.0)):
+    x1 = x1 + (b - a) * np.asarray(apply(
+        net.teacher, jnp.asarray(x1, jnp.float32), jnp.full((3,), 1000.0 * a)))
+  xt = (1 - t) * x1 + t * z
+  v = np.asarray(apply(net.student, jnp.asarray(xt, jnp.float32),
+                       jnp.asarray(1000.0 * t[:, 0, 0, 0])))
+  want = ((v - (z - x1)) ** 2).mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(got, want, rtol=2e-4)
+
+  after, _ = jax.jit(family.train_step, compiler_options=FAST_COMPILE)(
+      state, {"image": IMAGES}, jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(after.rest), jax.tree.leaves(state.rest)):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(after.params), jax.tree.leaves(state.params)))
+  with pytest.raises(UserError, match="same network"):
+    _family("fm_mnist:smoke", f"model.reflow_from={teacher_dir}",
+            "model.channels=16")

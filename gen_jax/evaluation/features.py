@@ -44,21 +44,6 @@ def to_unit_float(images_NHWC) -> np.ndarray:
   return images.astype(np.float32)
 
 
-def _restore_into(abstract, saved):
-  """Puts the arrays of `saved` (the nested dicts `load_state` returns) into
-  the pytree structure of `abstract`, matching leaves by path."""
-  def lookup(path, _):
-    node = saved
-    for key in path:
-      if isinstance(key, jax.tree_util.SequenceKey):
-        name = key.idx
-      else:
-        name = key.key if isinstance(key, jax.tree_util.DictKey) else key.name
-      node = node[name] if isinstance(node, (list, tuple)) else node[str(name)]
-    return node
-  return jax.tree_util.tree_map_with_path(lookup, abstract)
-
-
 class MnistClassifierFeatures(FeatureExtractor):
   """Penultimate-layer features of the `mnist_classifier` experiment's CNN."""
 
@@ -99,8 +84,8 @@ class MnistClassifierFeatures(FeatureExtractor):
     saved = checkpointing.load_state(path)
     which = "ema_params" if saved.get("ema_params") else "params"
     try:
-      self._params = (_restore_into(params, saved[which]),
-                      _restore_into(rest, saved.get("rest", {})))
+      self._params = (checkpointing.restore_into(params, saved[which]),
+                      checkpointing.restore_into(rest, saved.get("rest", {})))
     except (KeyError, IndexError, TypeError) as e:
       raise UserError(f"The checkpoint in {workdir} does not match its "
                       f"config.json ({e!r}); retrain with: {train_cmd}") from e

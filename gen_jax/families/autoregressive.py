@@ -165,13 +165,8 @@ class Autoregressive(base.OneNetwork):
                          parallel.to_host(state.rest))
     gpt2.load_into(model, self.init_from)
     _, params, rest = nnx.split(model, self.trainable, ...)
-
-    def put(new, old):
-      new = np.asarray(new, old.dtype)
-      return jax.make_array_from_callback(old.shape, old.sharding,
-                                          lambda index: new[index])
-    params = jax.tree.map(put, params, state.params)
-    rest = jax.tree.map(put, rest, state.rest)
+    params = parallel.put_like(params, state.params)
+    rest = parallel.put_like(rest, state.rest)
     ema = None if state.ema_params is None else params
     return state.replace(params=params, rest=rest, ema_params=ema)
 

@@ -183,14 +183,19 @@ def make_chain(sampler: Sampler, process: Process,
   steps; `make_denoiser(*args)` builds the denoiser from arrays (the
   network's parameters, the labels)."""
   def run(args, carry, ts, t_nexts, indices, key):
-    denoise = make_denoiser(*args)
-
-    def body(carry, inputs):
-      t, t_next, i = inputs
-      return sampler.step(process, denoise, carry, t, t_next, i,
-                          jax.random.fold_in(key, i), options), None
-    return jax.lax.scan(body, carry, (ts, t_nexts, indices))[0]
+    return _steps(sampler, process, make_denoiser(*args), carry, ts, t_nexts,
+                  indices, key, options)
   return jax.jit(run, donate_argnums=1)
+
+
+def _steps(sampler, process, denoise, carry, ts, t_nexts, indices, key,
+           options):
+  """The sampler's steps ts[i] -> t_nexts[i] as one scan -> carry."""
+  def body(carry, inputs):
+    t, t_next, i = inputs
+    return sampler.step(process, denoise, carry, t, t_next, i,
+                        jax.random.fold_in(key, i), options), None
+  return jax.lax.scan(body, carry, (ts, t_nexts, indices))[0]
 
 
 def run_chain(chain, sampler: Sampler, args, x, grid: np.ndarray,
@@ -209,6 +214,22 @@ def run_chain(chain, sampler: Sampler, args, x, grid: np.ndarray,
       jax.block_until_ready(carry)  # report work done, not dispatched
       progress(stop, n)
   return carry[0]
+
+
+def integrate(name: str, process: Process, denoise: Denoiser, x: jax.Array,
+              grid: np.ndarray, key: jax.Array, options: Options,
+              tolerance: float = 1e-5, max_steps: int = 2048) -> jax.Array:
+  """x at t_max -> the sample, in one traced computation (for use inside a
+  loss or any jitted function): a fixed-step sampler over `grid`, or the
+  adaptive solver at `tolerance`."""
+  if name == ADAPTIVE:
+    return solve_adaptive(process, denoise, x, tolerance, tolerance,
+                          max_steps)[0]
+  sampler = SAMPLERS[name]
+  grid = jnp.asarray(grid)
+  return _steps(sampler, process, denoise, (x, sampler.init_extra(x)),
+                grid[:-1], grid[1:], jnp.arange(len(grid) - 1), key,
+                options)[0]
 
 
 # --- the ODE solved by diffrax -------------------------------------------------
