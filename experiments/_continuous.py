@@ -9,6 +9,7 @@ number of steps, so the objectives compare at equal compute.
 from gen_jax import config as config_lib
 
 _ddpm_mnist = config_lib.load_module("ddpm_mnist")
+_dit = config_lib.load_module("_dit")
 
 
 def mnist(family: str):
@@ -24,21 +25,6 @@ def mnist(family: str):
     del c.eval[key]
   c.model.network = "unet"
   ode_eval(c)
-  return c
-
-
-def dit(c, width: int, depth: int, num_heads: int, patch_size: int):
-  """Swaps the U-Net for a DiT of the given size."""
-  for key in ("channels", "channel_mults", "num_res_blocks",
-              "attention_resolutions", "dropout", "num_groups"):
-    if key in c.model:
-      del c.model[key]
-  c.model.network = "dit"
-  c.model.patch_size = patch_size
-  c.model.width = width
-  c.model.depth = depth
-  c.model.num_heads = num_heads
-  c.model.mlp_ratio = 4.0
   return c
 
 
@@ -95,10 +81,7 @@ def ode_eval(c):
 
 def smoke(c):
   if c.model.network == "dit":
-    c.model.width = 16
-    c.model.depth = 1
-    c.model.num_heads = 2
-    c.model.patch_size = 7
+    _dit.smoke(c)
   else:
     c.model.channels = 8
     c.model.num_groups = 4

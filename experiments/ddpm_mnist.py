@@ -12,12 +12,18 @@ recall.
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=sample --sampler=dpm_solver++ --num_steps=20
   python -m gen_jax.main --exp=ddpm_mnist --workdir=runs/ddpm_mnist --mode=eval
   python -m gen_jax.main --exp=ddpm_mnist:smoke --workdir=/tmp/ddpm_smoke
+
+Variant 'dit': a Diffusion Transformer (6 blocks, width 128, 4x4 patches) in
+place of the U-Net, e.g. --exp=ddpm_mnist:dit.
 """
 
 from gen_jax import config as config_lib
 
 
-def get_config():
+VARIANTS = ("dit",)
+
+
+def get_config(variants=()):
   c = config_lib.base_config()
   c.family = "diffusion"
   c.data.name = "mnist"
@@ -67,13 +73,18 @@ def get_config():
   c.eval.periodic_vlb_timesteps = 5
   c.eval.quality_samples = 1000
   c.eval.quality_features = "mnist_classifier"
+  if "dit" in variants:
+    config_lib.load_module("_dit").mnist(c)
   return c
 
 
 def smoke(c):
-  c.model.channels = 8
-  c.model.num_groups = 4
-  c.model.num_res_blocks = 1
+  if c.model.network == "dit":
+    config_lib.load_module("_dit").smoke(c)
+  else:
+    c.model.channels = 8
+    c.model.num_groups = 4
+    c.model.num_res_blocks = 1
   c.model.num_timesteps = 100
   c.sample.num_steps = 5
   c.eval.vlb_timesteps = 4

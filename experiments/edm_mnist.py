@@ -14,6 +14,9 @@ distance on the MNIST classifier's features, precision and recall.
   python -m gen_jax.main --exp=edm_mnist --workdir=runs/edm_mnist --mode=sample --sampler=stochastic --config.sample.churn=40
   python -m gen_jax.main --exp=edm_mnist --workdir=runs/edm_mnist --mode=eval
   python -m gen_jax.main --exp=edm_mnist:smoke --workdir=/tmp/edm_smoke
+
+Variant 'dit': a Diffusion Transformer (6 blocks, width 128, 4x4 patches) in
+place of the U-Net, e.g. --exp=edm_mnist:dit.
 """
 
 from gen_jax import config as config_lib
@@ -21,8 +24,14 @@ from gen_jax import config as config_lib
 _continuous = config_lib.load_module("_continuous")
 
 
-def get_config():
-  return _continuous.edm_settings(_continuous.mnist("edm"))
+VARIANTS = ("dit",)
+
+
+def get_config(variants=()):
+  c = _continuous.edm_settings(_continuous.mnist("edm"))
+  if "dit" in variants:
+    config_lib.load_module("_dit").mnist(c)
+  return c
 
 
 def smoke(c):

@@ -24,7 +24,8 @@ _continuous = config_lib.load_module("_continuous")
 def get_config():
   c = _continuous.fm_settings(_continuous.cifar10(
       "flow_matching", channel_mults=(1,), num_res_blocks=1, dropout=0.0))
-  _continuous.dit(c, width=384, depth=12, num_heads=6, patch_size=2)
+  config_lib.load_module("_dit").dit(c, width=384, depth=12, num_heads=6,
+                                     patch_size=2)
   c.model.num_classes = 10
   c.model.label_dropout = 0.1
   c.model.time_sampling = "logit_normal"

@@ -20,7 +20,7 @@ _continuous = config_lib.load_module("_continuous")
 
 def get_config():
   c = _continuous.fm_settings(_continuous.mnist("flow_matching"))
-  _continuous.dit(c, width=128, depth=6, num_heads=4, patch_size=4)
+  config_lib.load_module("_dit").mnist(c)
   c.model.num_classes = 10
   c.model.label_dropout = 0.1
   c.train.learning_rate = 5e-4

@@ -23,9 +23,12 @@ from gen_jax.errors import UserError
 # without that key refuses the flag in one line.
 FLAG_ALIASES = {
     "sampler": ("sample.sampler", str,
-                "Sampler of --mode=sample/eval, e.g. ddpm|ddim."),
+                "Sampler of --mode=sample/eval: ddpm|ddim|dpm_solver++ "
+                "(DDPM), euler|heun|stochastic|dpm_solver++|adaptive (EDM, "
+                "flow matching)."),
     "num_steps": ("sample.num_steps", int,
-                  "Sampling steps, 0 = all T (--sampler alone implies 0)."),
+                  "Sampling steps, 0 = the sampler's default (DDPM: all T; "
+                  "--sampler alone implies 0)."),
     "guidance_scale": ("sample.guidance_scale", float,
                        "Classifier-free guidance scale: 0 unconditional, 1 "
                        "conditional, >1 guided."),

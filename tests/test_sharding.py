@@ -28,6 +28,7 @@ CASES = {
     "flow_matching": ("fm_mnist:smoke", "loss", ()),
     "edm": ("edm_mnist:smoke", "loss", ()),
     "dit": ("fm_dit_mnist:smoke", "loss", ()),
+    "ddpm_dit": ("ddpm_mnist:dit-smoke", "loss", ()),
     "transformer": ("transformer_code:smoke", "loss", ("data.seq_len=16",)),
     "lstm": ("lstm_code:smoke", "loss", ("data.seq_len=16",)),
     "gan": ("dcgan_mnist:smoke", "g_loss", ()),
