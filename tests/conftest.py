@@ -134,6 +134,17 @@ def execute_notebook(name: str, data_dir: str, workdir, monkeypatch):
   return outputs
 
 
+def notebook_text(outputs) -> str:
+  """Everything a notebook's cells printed (streams and plain-text results)."""
+  parts = []
+  for o in outputs:
+    if o.output_type == "stream":
+      parts.append(o.text)
+    elif "text/plain" in o.get("data", {}):
+      parts.append(o["data"]["text/plain"])
+  return "\n".join(parts)
+
+
 def write_safetensors(file, arrays) -> None:
   """{name: (safetensors dtype, little-endian bytes, shape)} -> a
   .safetensors file (8-byte header size, JSON header, the raw data)."""

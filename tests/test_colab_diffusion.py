@@ -3,18 +3,7 @@
 import math
 import re
 
-from conftest import execute_notebook
-
-
-def _text(outputs) -> str:
-  """Everything the cells printed (streams and plain-text results)."""
-  parts = []
-  for o in outputs:
-    if o.output_type == "stream":
-      parts.append(o.text)
-    elif "text/plain" in o.get("data", {}):
-      parts.append(o["data"]["text/plain"])
-  return "\n".join(parts)
+from conftest import execute_notebook, notebook_text
 
 
 def test_diffusion_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -22,7 +11,7 @@ def test_diffusion_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the trainer's grid, DDPM | DDIM grids, the curve
-  text = _text(outputs)
+  text = notebook_text(outputs)
   for sampler in ("DDPM (ancestral)", "DDIM, 20 steps"):
     mean = float(re.search(re.escape(sampler) + r": 16 images in .*?s, "
                            r"mean pixel (\S+)", text).group(1))

@@ -3,17 +3,7 @@
 import math
 import re
 
-from conftest import execute_notebook
-
-
-def _text(outputs) -> str:
-  parts = []
-  for o in outputs:
-    if o.output_type == "stream":
-      parts.append(o.text)
-    elif "text/plain" in o.get("data", {}):
-      parts.append(o["data"]["text/plain"])
-  return "\n".join(parts)
+from conftest import execute_notebook, notebook_text
 
 
 def test_flow_matching_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -21,7 +11,7 @@ def test_flow_matching_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the trainer's grid, the samplers' grid, curves
-  text = _text(outputs)
+  text = notebook_text(outputs)
   rows = re.findall(r"(\S+) +(\d+) steps: +(\d+) evaluations, RMS distance "
                     r"to the adaptive samples (\S+)", text)
   assert len(rows) == 6, text  # 3 samplers x 2 step counts

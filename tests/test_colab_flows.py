@@ -2,8 +2,7 @@
 
 import re
 
-from conftest import execute_notebook
-from test_colab_diffusion import _text
+from conftest import execute_notebook, notebook_text
 
 
 def test_flows_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -11,7 +10,7 @@ def test_flows_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 2  # the moons pictures, the samples and curve
-  text = _text(outputs)
+  text = notebook_text(outputs)
   mass = float(re.search(r"density integrates to (\S+)", text).group(1))
   assert 0.9 < mass < 1.01, text  # an untrained flow's mass spills a little
   bpd = float(re.search(r"held-out bits/dim (\S+)", text).group(1))

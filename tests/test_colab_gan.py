@@ -2,8 +2,7 @@
 
 import re
 
-from conftest import execute_notebook
-from test_colab_diffusion import _text
+from conftest import execute_notebook, notebook_text
 
 
 def test_gan_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -11,7 +10,7 @@ def test_gan_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the scatter plot, the trainer's grid, samples+curve
-  text = _text(outputs)
+  text = notebook_text(outputs)
   modes = int(re.search(r"modes captured (\d+) of 8", text).group(1))
   # 20 steps do not move the mode metrics past a fresh generator's: measured
   # fresh (lr 0) 0, 2, 2, 4 modes at seeds 0-3, after 20 steps 2, 2, 2, 2.

@@ -3,8 +3,7 @@
 import math
 import re
 
-from conftest import execute_notebook
-from test_colab_diffusion import _text
+from conftest import execute_notebook, notebook_text
 
 
 def test_pixelcnn_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -12,7 +11,7 @@ def test_pixelcnn_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the trainer's grid, the samples, the curve
-  text = _text(outputs)
+  text = notebook_text(outputs)
   low, high = map(float, re.search(
       r"4 samples in \S+s \(\S+s per image\), pixel range \[(\S+), (\S+)\]",
       text).groups())

@@ -3,8 +3,7 @@
 import math
 import re
 
-from conftest import execute_notebook
-from test_colab_diffusion import _text
+from conftest import execute_notebook, notebook_text
 
 
 def test_transformer_notebook_executes(data_dir, tmp_path, monkeypatch):
@@ -12,7 +11,7 @@ def test_transformer_notebook_executes(data_dir, tmp_path, monkeypatch):
                              monkeypatch)
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) >= 3  # the curve, the top-k / top-p bars, both curves
-  text = _text(outputs)
+  text = notebook_text(outputs)
   bits = float(re.search(r"held-out: loss \S+ nats/token, perplexity \S+, "
                          r"(\S+) bits per byte", text).group(1))
   # A fresh byte model is near uniform: about 8 bits/byte; measured 7.90

@@ -28,7 +28,7 @@ from gen_jax.families import base, denoisers, likelihoods, samplers
 SAMPLERS = ("euler", "heun", "stochastic", "dpm_solver++", samplers.ADAPTIVE)
 
 
-class Continuous(base.OneNetwork):
+class Continuous(denoisers.DenoiserFamily):
   """What flow matching and EDM share: the network, classes and guidance,
   the samplers and the ODE likelihood."""
 
@@ -37,7 +37,6 @@ class Continuous(base.OneNetwork):
   default_steps: int  # sample.num_steps = 0 means this many
 
   def __init__(self, config, tokenizer=None):
-    denoisers.check(config)
     base.check_sizes(config, positive=("eval.ode_probes",),
                      nonnegative=("eval.ode_rows",))
     if not 0 < config.eval.ode_tolerance < 1:
@@ -46,10 +45,7 @@ class Continuous(base.OneNetwork):
     if config.eval.ode_trace not in ("auto", "exact", "hutchinson"):
       raise UserError(f"--config.eval.ode_trace: '{config.eval.ode_trace}' "
                       "is not one of auto, exact, hutchinson.")
-    self.num_classes = config.model.num_classes
-    self.model_parallel = denoisers.name(config) == "dit"
     super().__init__(config, tokenizer)
-    self.num_dims = int(np.prod(config.data.image_shape))
     s = config.sample
     samplers.check(s.sampler, self.title, self.process, SAMPLERS)
     if s.num_steps < 0:
@@ -62,17 +58,6 @@ class Continuous(base.OneNetwork):
     self._adaptive: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
     self.last_sampling: dict[str, int | str] = {}
-
-  def build_network(self, rngs):
-    return denoisers.build(self.config, rngs)
-
-  def partition_rules(self):
-    return denoisers.partition_rules(self.config,
-                                     tuple(self.config.mesh.axes))
-
-  @staticmethod
-  def to_model_space(image_BHWC: jax.Array) -> jax.Array:
-    return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
 
   @abc.abstractmethod
   def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,

@@ -10,9 +10,10 @@ classes: label dropout in training (a null class, id `num_classes`) and
 classifier-free guidance, out_u + s (out_c - out_u).
 """
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
+import numpy as np
 
 from gen_jax.errors import UserError
 from gen_jax.families import base
@@ -21,6 +22,28 @@ from gen_jax.models import transformer
 from gen_jax.models import unet
 
 NETWORKS = ("unet", "dit")
+
+
+class DenoiserFamily(base.OneNetwork):
+  """The base of DDPM, EDM and flow matching: one network from `build` (its
+  sizes checked), images in [-1, 1], optional classes."""
+
+  def __init__(self, config, tokenizer=None):
+    check(config)
+    self.num_classes = config.model.num_classes
+    self.model_parallel = name(config) == "dit"  # the DiT's heads split
+    super().__init__(config, tokenizer)
+    self.num_dims = int(np.prod(config.data.image_shape))
+
+  def build_network(self, rngs):
+    return build(self.config, rngs)
+
+  def partition_rules(self):
+    return partition_rules(self.config, tuple(self.config.mesh.axes))
+
+  @staticmethod
+  def to_model_space(image_BHWC: jax.Array) -> jax.Array:
+    return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
 
 
 def name(config) -> str:

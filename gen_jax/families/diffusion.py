@@ -41,7 +41,6 @@ from gen_jax.families import samplers, schedules
 def _check_config(config) -> None:
   """Sizes and rates the network and the noise schedule can use."""
   m = config.model
-  denoisers.check(config)
   base.check_sizes(
       config, positive=("eval.vlb_timesteps", "eval.periodic_vlb_timesteps"))
   if m.num_timesteps < 2:
@@ -54,7 +53,7 @@ def _check_config(config) -> None:
 
 
 @register("diffusion")
-class Diffusion(base.OneNetwork):
+class Diffusion(denoisers.DenoiserFamily):
   """DDPM/DDIM with a U-Net denoiser; optional classes and guidance."""
 
   def __init__(self, config, tokenizer=None):
@@ -75,24 +74,10 @@ class Diffusion(base.OneNetwork):
           self.sched.posterior_variance[1], self.sched.betas[1:]))
     else:
       self.model_log_variance = self.sched.posterior_log_variance_clipped
-    self.num_classes = m.num_classes
-    self.model_parallel = denoisers.name(config) == "dit"
     super().__init__(config, tokenizer)
-    self.num_dims = int(np.prod(config.data.image_shape))
     self._plan()  # a bad sampler setting fails here, before any work
     self._chunk_fns: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
-
-  def build_network(self, rngs):
-    return denoisers.build(self.config, rngs)
-
-  def partition_rules(self):
-    return denoisers.partition_rules(self.config,
-                                     tuple(self.config.mesh.axes))
-
-  @staticmethod
-  def to_model_space(image_BHWC: jax.Array) -> jax.Array:
-    return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
 
   def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale: float = 1.0):
     """(eps, x_0) predicted at (x_t, t), with classifier-free guidance."""
