@@ -25,8 +25,10 @@ CASES = {
     "flow": ("glow_mnist:smoke", "bits_per_dim", ()),
     "pixelcnn": ("pixelcnn_mnist:cond-smoke", "loss", ()),
     "diffusion": ("ddpm_mnist:smoke", "loss", ()),
-    "flow_matching": ("fm_mnist:smoke", "loss", ()),
-    "edm": ("edm_mnist:smoke", "loss", ()),
+    # (one U-Net level: the network is the diffusion case's; the point is
+    # each objective's step)
+    "flow_matching": ("fm_mnist:smoke", "loss", ("model.channel_mults=(1,)",)),
+    "edm": ("edm_mnist:smoke", "loss", ("model.channel_mults=(1,)",)),
     "dit": ("fm_dit_mnist:smoke", "loss", ()),
     "ddpm_dit": ("ddpm_mnist:dit-smoke", "loss", ()),
     "transformer": ("transformer_code:smoke", "loss", ("data.seq_len=16",)),
