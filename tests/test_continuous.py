@@ -320,3 +320,16 @@ def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
   with pytest.raises(UserError, match="same network"):
     _family("fm_mnist:smoke", f"model.reflow_from={teacher_dir}",
             "model.channels=16")
+
+
+def test_an_ode_solve_out_of_steps_reports_nan(monkeypatch):
+  """Bits/dim from a solve that ran out of steps would be a wrong number:
+  the eval reports NaN instead."""
+  from gen_jax.families import continuous  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(continuous, "_ODE_MAX_STEPS", 2)
+  family = _family("edm_mnist:smoke", "eval.ode_rows=2",
+                   "eval.ode_tolerance=1e-6")
+  batch = {"image": IMAGES[:2], "mask": np.ones(2, np.float32)}
+  out = family.eval_step(_init(family), batch, jax.random.key(0), final=True)
+  result = family.summarize_eval(jax.device_get(out))
+  assert np.isnan(result["ode_bits_per_dim"]) and np.isfinite(result["loss"])

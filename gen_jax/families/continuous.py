@@ -26,6 +26,7 @@ from gen_jax.errors import UserError
 from gen_jax.families import base, denoisers, likelihoods, samplers
 
 SAMPLERS = ("euler", "heun", "stochastic", "dpm_solver++", samplers.ADAPTIVE)
+_ODE_MAX_STEPS = 2048  # steps of the likelihood's solve before it gives up
 
 
 class Continuous(denoisers.DenoiserFamily):
@@ -106,11 +107,13 @@ class Continuous(denoisers.DenoiserFamily):
         u_key, image_BHWC.shape)) / 256.0 - 1.0
     exact = e.ode_trace == "exact" or (e.ode_trace == "auto"
                                        and self.num_dims <= 16)
-    logp, evals, _ = samplers.log_likelihood(
+    logp, evals, steps = samplers.log_likelihood(
         self.process, self.denoiser(net, y_B, 1.0), x, probe_key,
         exact_trace=exact, num_probes=e.ode_probes, rtol=e.ode_tolerance,
-        atol=e.ode_tolerance)
+        atol=e.ode_tolerance, max_steps=_ODE_MAX_STEPS)
     nll = -(logp + self.num_dims * math.log(2.0 / 256.0))
+    # A solve that ran out of steps has no answer: NaN, never a wrong number.
+    nll = jnp.where(steps < _ODE_MAX_STEPS, nll, jnp.nan)
     return likelihoods.bits_per_dim(nll, self.num_dims), evals
 
   def eval_step(self, state, batch, key, final=False):
