@@ -13,7 +13,7 @@ timed on a second draw), and the held-out bits/dim from the run's final eval
 (DDPM: the variational bound; EDM and flow matching: the exact likelihood by
 the probability-flow ODE). A first row scores real training digits the same
 way. Writes the Markdown table, the raw numbers and a picture of each row's
-first 64 samples into RUNS_DIR/sampler_table_nN/.
+first 64 samples into RUNS_DIR/sampler_table_nN/ (or RUNS_DIR/--name).
 """
 
 import json
@@ -42,6 +42,8 @@ _ROWS = flags.DEFINE_list(
              "ddpm_mnist:ddim:100", "ddpm_mnist:ddpm:0"],
     "EXP:SAMPLER:NUM_STEPS entries (NUM_STEPS 0: the sampler's default).")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "Config overrides.")
+_NAME = flags.DEFINE_string("name", "", "Output directory name under "
+                            "--runs_dir (default sampler_table_nN).")
 
 
 def _real_row(run, extractor, reference, num):
@@ -76,7 +78,8 @@ def _bits_per_dim(workdir: pathlib.Path) -> tuple[str, float | None]:
 def main(argv):
   del argv
   log_lib.quiet_library_logs()
-  out_dir = pathlib.Path(_RUNS.value) / f"sampler_table_n{_NUM.value}"
+  out_dir = pathlib.Path(_RUNS.value) / (_NAME.value
+                                         or f"sampler_table_n{_NUM.value}")
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = []
   for i, entry in enumerate(_ROWS.value):
