@@ -44,6 +44,11 @@ EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 # may only be resumed with a config that agrees with its own on these.
 STRUCTURAL_KEYS = ("family", "model", "data.name", "data.image_shape",
                    "data.vocab")
+# Structural keys added after runs were saved without them, with the value
+# that such a run means: its checkpoints stay usable.
+ASSUMED_WHEN_ABSENT = {"model.network": "unet", "model.reflow_from": "",
+                       "model.reflow_sampler": "heun", "model.reflow_steps": 10,
+                       "model.reflow_tolerance": 1e-4}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -353,6 +358,9 @@ def structural_differences(saved: dict, config: ml_collections.ConfigDict
     a, b = _lookup(saved, key), _lookup(new, key)
     if isinstance(a, dict) or isinstance(b, dict):
       for sub in sorted(set(a or {}) | set(b or {})):
+        if sub not in (a or {}) and (b or {}).get(sub) == (
+            ASSUMED_WHEN_ABSENT.get(f"{key}.{sub}", object())):
+          continue  # saved before the key existed, meaning this value
         if (a or {}).get(sub) != (b or {}).get(sub):
           diffs.append(f"{key}.{sub}: {(a or {}).get(sub)!r} -> "
                        f"{(b or {}).get(sub)!r}")

@@ -135,6 +135,14 @@ def test_structural_differences():
   c = config_lib.get_config("cvae_mnist")
   assert "model.num_classes: 0 -> 10" in config_lib.structural_differences(
       saved, c)
+  # A DDPM run saved before `model.network` existed is a U-Net run: still
+  # compatible; a DiT run is not.
+  ddpm = config_lib.get_config("ddpm_mnist")
+  saved = json.loads(config_lib.to_json(ddpm))
+  del saved["model"]["network"]
+  assert config_lib.structural_differences(saved, ddpm) == []
+  assert "model.network: None -> 'dit'" in config_lib.structural_differences(
+      saved, config_lib.get_config("ddpm_mnist:dit"))
 
 
 def test_a_saved_config_missing_newer_keys_gets_their_defaults():
