@@ -46,6 +46,7 @@ def main(argv):
                   rotation=0, ha="right", va="center", fontsize=8)
   fig.subplots_adjust(left=0.24, right=0.99, top=0.99, bottom=0.01, hspace=0.1)
   fig.savefig(_OUT.value, dpi=80)
+  Image.open(_OUT.value).convert("L").save(_OUT.value, optimize=True)
   print(f"wrote {_OUT.value}")
 
 

@@ -1,8 +1,10 @@
 r"""Sample quality, likelihood and sampling cost of trained diffusion-type
 models (DDPM, EDM, flow matching) side by side, one row per sampler.
 
-  python benchmarks/sampler_table.py --runs_dir=runs --num_samples=250 \
-      --rows=ddpm_mnist:ddpm:0,ddpm_mnist:ddim:50,ddpm_mnist:dpm_solver++:20,edm_mnist:heun:18,fm_mnist:euler:10,fm_mnist:euler:20,fm_mnist:euler:50,fm_mnist:heun:10,fm_mnist:adaptive:0
+  python benchmarks/sampler_table.py --runs_dir=runs --num_samples=500 \
+      --rows=ddpm_mnist:ddpm:0,ddpm_mnist:ddim:50,ddpm_mnist:dpm_solver++:20,edm_mnist:heun:18,edm_mnist:dpm_solver++:20,fm_mnist:euler:10,fm_mnist:euler:20,fm_mnist:euler:50,fm_mnist:heun:18,fm_mnist:dpm_solver++:20,fm_mnist:adaptive:0
+  python benchmarks/sampler_table.py --runs_dir=runs --num_samples=500 \
+      --name=churn --override=sample.churn=40 --rows=edm_mnist:stochastic:18
 
 Each row EXP:SAMPLER:STEPS reads the newest checkpoint of RUNS_DIR/EXP and
 draws --num_samples images with the same seed (num_steps 0: the sampler's
