@@ -25,6 +25,12 @@ IMAGES = RNG.integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
 LABELS = np.array([1, 4, 9], np.int32)
 
 
+# A one-level U-Net, where the network's size does not matter: half the
+# compilation.
+_ONE_LEVEL = {e: ("model.channel_mults=(1,)",) for e in (
+    "fm_mnist:smoke", "edm_mnist:smoke")}
+
+
 def _family(exp, *overrides):
   return families.build(config_lib.get_config(exp, list(overrides)))
 
@@ -132,7 +138,7 @@ def test_ode_bits_per_dim_of_a_network_that_outputs_zero(exp):
   N(0, s_d^2) data. Either way the ODE must give that Gaussian's density of
   the dequantized digits, converted to bits with the 2/256 Jacobian."""
   family = _family(exp, "eval.ode_rows=2", "eval.ode_tolerance=1e-5",
-                   "eval.ode_trace=hutchinson")
+                   "eval.ode_trace=hutchinson", *_ONE_LEVEL.get(exp, ()))
   state = _init(family)
   key = jax.random.key(5)
   batch = {"image": IMAGES[:2], "label": LABELS[:2],
@@ -256,7 +262,8 @@ def test_every_sampler_draws_the_model_of_a_zero_network(sampler, steps):
   standard deviation of 0.528, not 0.5, on this Gaussian.)"""
   family = _family("edm_mnist:smoke", f"sample.sampler={sampler}",
                    f"sample.num_steps={steps}", "sample.tolerance=1e-4",
-                   "sample.churn=20", "sample.churn_tmin=0.0")
+                   "sample.churn=20", "sample.churn_tmin=0.0",
+                   "model.channel_mults=(1,)")
   state = _init(family)
   images = np.asarray(family.sample(state, jax.random.key(1), 16))
   x = np.clip((np.random.default_rng(0).normal(0, 0.5, 10**6) + 1) / 2, 0, 1)
@@ -274,7 +281,8 @@ def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
   teacher's Euler sample from z (written out here), not the data; a train
   step moves the student and leaves the teacher."""
   teacher_dir = tmp_path / "teacher"  # a "trained" run: random weights
-  teacher_config = config_lib.get_config("fm_mnist:smoke")
+  teacher_config = config_lib.get_config("fm_mnist:smoke",
+                                         ["model.channel_mults=(1,)"])
   teacher_family = families.build(teacher_config)
   fresh = _init(teacher_family, 1)
   moved = nnx.state(_perturb(teacher_family.network(fresh.params, fresh.rest),
@@ -285,7 +293,8 @@ def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
   ckpt.close()
   family = _family("fm_mnist:smoke", f"model.reflow_from={teacher_dir}",
                    "model.reflow_sampler=euler", "model.reflow_steps=3",
-                   "train.lr_schedule=constant", "train.warmup_steps=0")
+                   "train.lr_schedule=constant", "train.warmup_steps=0",
+                   "model.channel_mults=(1,)")
   state = family.warm_start(_init(family, 9))
   saved = checkpointing.load_state(teacher_dir)
   net = family.network(state.params, state.rest)
@@ -324,7 +333,7 @@ def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
       jax.tree.leaves(after.params), jax.tree.leaves(state.params)))
   with pytest.raises(UserError, match="same network"):
     _family("fm_mnist:smoke", f"model.reflow_from={teacher_dir}",
-            "model.channels=16")
+            "model.channel_mults=(1,)", "model.channels=16")
 
 
 def test_an_ode_solve_out_of_steps_reports_nan(monkeypatch):
@@ -333,7 +342,7 @@ def test_an_ode_solve_out_of_steps_reports_nan(monkeypatch):
   from gen_jax.families import continuous  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(continuous, "_ODE_MAX_STEPS", 2)
   family = _family("edm_mnist:smoke", "eval.ode_rows=2",
-                   "eval.ode_tolerance=1e-6")
+                   "eval.ode_tolerance=1e-6", "model.channel_mults=(1,)")
   batch = {"image": IMAGES[:2], "mask": np.ones(2, np.float32)}
   out = _final_eval(family)(_init(family), batch, jax.random.key(0))
   result = family.summarize_eval(jax.device_get(out))

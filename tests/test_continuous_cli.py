@@ -1,5 +1,7 @@
 """Flow matching and EDM through the CLI: train with the ODE likelihood in
-the final eval, sample with a chosen sampler, refuse what cannot work."""
+the final eval, sample with a chosen sampler, refuse what cannot work. (The
+DiT's training, sharding and likelihood are covered in-process:
+test_continuous.py and test_sharding.py.)"""
 
 import json
 import math
@@ -9,7 +11,8 @@ from PIL import Image
 
 from conftest import run_main
 
-_TINY = ["--config.train.num_steps=4", "--config.train.ckpt_every=4",
+_TINY = ["--config.model.channel_mults=(1,)",
+         "--config.train.num_steps=4", "--config.train.ckpt_every=4",
          "--config.train.eval_every=4", "--config.train.sample_every=4",
          "--config.eval.num_examples=16", "--config.data.eval_batch_size=16"]
 
@@ -34,18 +37,8 @@ def test_edm_trains_evaluates_and_samples(data_dir, tmp_path):
   assert "stochastic: 6 steps, 11 network evaluations" in proc.stdout
   samples = np.load(workdir / "samples" / "sample_step_4.npz")["images"]
   assert samples.shape == (8, 28, 28, 1) and samples.std() > 0
-
-
-def test_dit_draws_one_row_per_class(data_dir, tmp_path):
-  workdir = tmp_path / "dit"
-  proc = run_main(["--exp=fm_dit_mnist:smoke", f"--workdir={workdir}",
-                   "--config.eval.ode_rows=0", *_TINY], data_dir)
-  grid = np.asarray(Image.open(workdir / "samples" / "step_4.png"))
-  assert grid.shape[0] >= 10 * 28, grid.shape  # 10 rows, one per class
-  proc = run_main(["--exp=fm_dit_mnist:smoke", f"--workdir={workdir}",
-                   "--mode=sample", "--sampler=adaptive", "--num_samples=4",
-                   "--guidance_scale=3", *_TINY], data_dir)
-  assert "adaptive: " in proc.stdout and "network evaluations" in proc.stdout
+  grid = np.asarray(Image.open(workdir / "samples" / "sample_step_4.png"))
+  assert grid.shape[0] > 28 and grid.std() > 0
 
 
 def test_a_sampler_the_model_cannot_use_is_one_line(data_dir, tmp_path):

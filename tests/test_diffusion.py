@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
+
 from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax.errors import UserError
@@ -25,14 +27,16 @@ def _family(overrides=(), exp="ddpm_mnist:smoke"):
 def _predict(family, params, rest, x, t, y=None, guidance_scale=1.0):
   """family.predict, compiled (eager U-Net calls are slow)."""
   fn = jax.jit(lambda p, r, x, t, y: family.predict(
-      family.network(p, r), x, t, y, guidance_scale))
+      family.network(p, r), x, t, y, guidance_scale),
+               compiler_options=FAST_COMPILE)
   return fn(params, rest, x, t, y)
 
 
 def _state(family, batch_size=4):
   batch = {"image": jnp.zeros((batch_size, 28, 28, 1), jnp.uint8),
            "label": jnp.zeros((batch_size,), jnp.int32)}
-  return family.init(jax.random.key(0), batch)
+  return jax.jit(family.init, compiler_options=FAST_COMPILE)(
+      jax.random.key(0), batch)
 
 
 def test_linear_schedule_alpha_bar_at_T():
@@ -119,9 +123,10 @@ def test_stratified_bound_is_exact_at_full_strata_and_unbiased():
     return sum(terms) + fam.prior_kl(x0)
 
   keys = jax.random.split(jax.random.key(3), 2000)
-  exact_draws = jax.vmap(exact)(keys)
-  full_draws = jax.vmap(lambda k: fam.vlb(net, x0, k, 11))(keys)
-  strat_draws = jax.vmap(lambda k: fam.vlb(net, x0, k, 3))(keys)
+  draws = lambda f: jax.jit(jax.vmap(f), compiler_options=FAST_COMPILE)(keys)
+  exact_draws = draws(exact)
+  full_draws = draws(lambda k: fam.vlb(net, x0, k, 11))
+  strat_draws = draws(lambda k: fam.vlb(net, x0, k, 3))
   exact_mean = jnp.mean(exact_draws, 0)
   np.testing.assert_allclose(jnp.mean(full_draws, 0), exact_mean, rtol=1e-3)
   # Unbiased: the stratified mean is within 4 standard errors of the exact one.
@@ -248,8 +253,9 @@ def test_guidance_scale_zero_is_the_unconditional_model():
   fam = _family(["model.num_classes=10"])
   state = _state(fam)
   # Non-trivial class embedding and output layer, so the test can fail.
+  rng = np.random.default_rng(2)
   params = jax.tree.map(
-      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
+      lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(p.dtype),
       state.params)
   x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
   t, y = jnp.array([3, 30, 60, 90]), jnp.array([1, 2, 3, 4])
@@ -419,7 +425,8 @@ def test_ema_decay_warms_up_and_touches_only_params():
   batch = {"image": jax.random.randint(jax.random.key(0), (8, 28, 28, 1), 0,
                                        256).astype(jnp.uint8),
            "label": jnp.zeros((8,), jnp.int32)}
-  new, _ = jax.jit(fam.train_step)(state, batch, jax.random.key(1))
+  new, _ = jax.jit(fam.train_step, compiler_options=FAST_COMPILE)(
+      state, batch, jax.random.key(1))
   decay = min(0.99, 1 / 10)  # (1 + n) / (10 + n) at n = 0
   expected = base.ema_update(state.ema_params, new.params, decay)
   chex.assert_trees_all_close(new.ema_params, expected, atol=1e-7)
@@ -434,9 +441,10 @@ def test_unet_shapes():
                         channel_mults=(1, 2, 2), num_res_blocks=1,
                         attention_resolutions=(7,), num_groups=4,
                         num_classes=10)
-  net = unet.UNet(cfg, rngs=nnx.Rngs(0))
-  out = net(jnp.zeros((2, 28, 28, 1)), jnp.array([0, 999]), jnp.array([3, 10]),
-            dropout_key=jax.random.key(0))
+  net = nnx.eval_shape(lambda: unet.UNet(cfg, rngs=nnx.Rngs(0)))
+  out = nnx.eval_shape(lambda m: m(
+      jnp.zeros((2, 28, 28, 1)), jnp.array([0, 999]), jnp.array([3, 10]),
+      dropout_key=jax.random.key(0)), net)
   assert out.shape == (2, 28, 28, 1) and out.dtype == jnp.float32
   emb = unet.timestep_embedding(jnp.array([0.0, 5.0]), 16)
   assert emb.shape == (2, 16)
