@@ -140,7 +140,6 @@ class Sampler:
   step: Callable[..., Any]
   # Network evaluations of a chain of n steps that ends at sigma = 0.
   evaluations: Callable[[int], int]
-  needs_drift: bool = True  # uses alpha', sigma' (continuous time only)
   needs_variance_exploding: bool = False
   init_extra: Callable[[jax.Array], Any] = lambda x: ()
 
@@ -151,7 +150,7 @@ SAMPLERS = {
     "stochastic": Sampler("stochastic", _stochastic, lambda n: 2 * n - 1,
                           needs_variance_exploding=True),
     "dpm_solver++": Sampler(
-        "dpm_solver++", _dpm_solver_pp, lambda n: n, needs_drift=False,
+        "dpm_solver++", _dpm_solver_pp, lambda n: n,
         init_extra=lambda x: (jnp.zeros_like(x), jnp.ones((), jnp.float32))),
 }
 ADAPTIVE = "adaptive"
