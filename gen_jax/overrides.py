@@ -37,8 +37,8 @@ FLAG_ALIASES = {
                     "the next-token distribution (language models; 0 = "
                     "greedy)."),
     "prompt": ("sample.prompts", list,
-               "Text to continue (language models; repeat the flag for a "
-               "batch of prompts)."),
+               "Text to continue (language models) or to draw (text-to-"
+               "image); repeat the flag for several prompts."),
     "top_k": ("sample.top_k", int,
               "Sample among the k most likely tokens, 0 = all."),
     "top_p": ("sample.top_p", float,
@@ -57,6 +57,7 @@ FLAG_ALIASES = {
 
 # Keys whose default may be an empty tuple: the type of their entries.
 _ENTRY_TYPES = {"sample.labels": int, "data.image_shape": int,
+                "eval.prompts": str,
                 "mesh.shape": int, "mesh.axes": str, "sample.prompts": str}
 _LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError,
                    RecursionError)

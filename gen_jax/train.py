@@ -109,7 +109,7 @@ def _init(run: Run) -> tuple[PyTree, bool]:
   them (then True)."""
   init = jax.jit(run.family.init, out_shardings=run.state_shardings)
   state = init(run.keys["init"], run.init_batch)
-  pretrained = run.family.warm_start(state)
+  pretrained = run.family.warm_start(state, run.init_batch)
   return (state, False) if pretrained is None else (pretrained, True)
 
 
@@ -145,14 +145,19 @@ def run_eval(run: Run, state: PyTree, final: bool) -> dict[str, float]:
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   progress(num_batches)
-  return run.family.summarize_eval({k: float(v) for k, v in totals.items()})
+  return run.family.summarize_eval(
+      {k: float(v) if np.ndim(v) == 0 else np.asarray(v)
+       for k, v in totals.items()})
 
 
 def generate(run: Run, state: PyTree, num: int, key: jax.Array,
-             labels: np.ndarray | None = None
+             labels: np.ndarray | None = None,
+             prompts: list[str] | None = None,
+             guidance_scale: float | None = None
              ) -> tuple[np.ndarray, float]:
   """`num` samples in batches of data.eval_batch_size laid over the mesh,
-  with progress; returns them on the host and the seconds per sample."""
+  with progress; returns them on the host and the seconds per sample.
+  `prompts` (cycled) and `guidance_scale` go to a captioned family."""
   per_call = run.data.eval_batch_size  # a multiple of the batch shards
   sharding = parallel.batch_sharding(run.mesh)
   progress = log_lib.Progress("sampled", num, " samples")
@@ -167,8 +172,14 @@ def generate(run: Run, state: PyTree, num: int, key: jax.Array,
       # Counts the batch's images pro rata, so the rate and ETA move with it.
       progress(done + in_batch * steps // total, f"(step {steps}/{total})")
 
+    options = {}
+    if prompts is not None:
+      options = dict(prompts=[prompts[(start + i) % len(prompts)]
+                              for i in range(per_call)],
+                     guidance_scale=guidance_scale)
     images = run.family.sample(state, jax.random.fold_in(key, start),
-                               per_call, batch_labels, sharding, report)
+                               per_call, batch_labels, sharding, report,
+                               **options)
     chunks.append(parallel.to_host(images))
     progress(min(start + per_call, num))
   seconds = (time.time() - t0) / max(num, 1)
@@ -190,7 +201,11 @@ def eval_context(run: Run, state: PyTree) -> evaluators.EvalContext:
       config=run.config, num_classes=run.family.num_classes,
       split_name=f"{run.data.dataset}-eval{run.data.num_eval}",
       sample=lambda num, labels: generate(run, state, num, key, labels),
-      real_batches=real_batches, train=train_and_evaluate)
+      real_batches=real_batches, train=train_and_evaluate,
+      captioned=run.family.captioned,
+      sample_prompts=lambda prompts, scale: generate(
+          run, state, len(prompts), key, prompts=prompts,
+          guidance_scale=scale))
 
 
 def final_eval(run: Run, state: PyTree) -> dict[str, float]:

@@ -4,11 +4,20 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 # Must happen before JAX is imported anywhere.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiled programs are cached on disk and shared by every process of the
+# suite (subprocesses and notebooks inherit it): many tests compile the same
+# smoke step, and a hit takes a fraction of a second instead of seconds. A
+# cache entry is the same program, so no result depends on it.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "gen_jax_test_compile_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -108,7 +108,7 @@ def test_lora_trains_only_the_adapters_of_the_pretrained_model(gpt2_dir):
                                        family.partition_rules())
   state = jax.jit(family.init, out_shardings=shardings,
                   compiler_options=FAST_COMPILE)(jax.random.key(0), None)
-  state = family.warm_start(state)
+  state = family.warm_start(state, None)
   # The optimizer state and the trainable params hold adapters only.
   paths = ["/".join(str(getattr(k, "key", k)) for k in p)
            for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]

@@ -295,7 +295,7 @@ def test_reflow_learns_straight_paths_to_the_teachers_samples(tmp_path):
                    "model.reflow_sampler=euler", "model.reflow_steps=3",
                    "train.lr_schedule=constant", "train.warmup_steps=0",
                    "model.channel_mults=(1,)")
-  state = family.warm_start(_init(family, 9))
+  state = family.warm_start(_init(family, 9), None)
   saved = checkpointing.load_state(teacher_dir)
   net = family.network(state.params, state.rest)
   teacher_w = nnx.state(net.teacher, nnx.Param)

@@ -27,9 +27,24 @@ def gpt2_dir(tmp_path_factory):
                                n_positions=1024)
 
 
+def _stage1(config, tmp_path) -> list[str]:
+  """A two-stage experiment's stage-1 run, as far as building needs: the
+  config.json of the experiment it names."""
+  if "autoencoder" not in config:
+    return []
+  workdir = tmp_path / "stage1"
+  workdir.mkdir()
+  saved = config_lib.get_config(config.autoencoder.exp)
+  (workdir / "config.json").write_text(config_lib.to_json(saved))
+  return [f"autoencoder.workdir={workdir}"]
+
+
 @pytest.mark.parametrize("name", config_lib.list_experiments())
-def test_default_config_lays_out_on_8_devices(name, data_dir, gpt2_dir):
+def test_default_config_lays_out_on_8_devices(name, data_dir, gpt2_dir,
+                                              tmp_path):
   overrides = [f"data.data_dir={data_dir}"]
+  config = config_lib.get_config(name, overrides)
+  overrides += _stage1(config, tmp_path)
   config = config_lib.get_config(name, overrides)
   if config.data.get("vocab", "") == "gpt2":  # a checkpoint's tokenizer
     config = config_lib.get_config(name, overrides + [f"init_from={gpt2_dir}"])

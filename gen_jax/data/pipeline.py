@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gen_jax.data import captions
 from gen_jax.data import mixtures
 from gen_jax.data import sources
 from gen_jax.data import text
@@ -42,7 +43,8 @@ class Data:
   num_eval: int
   local_batch_size: int
   eval_batch_size: int  # global rows of an eval batch, padding included
-  tokenizer: tokenizers.Tokenizer | None = None  # text data: what made ids
+  # Text data: what made the ids; captioned images: the captions' tokenizer.
+  tokenizer: tokenizers.Tokenizer | captions.CaptionTokenizer | None = None
 
 
 class ArraySource:
@@ -94,15 +96,55 @@ def _local_size(global_size: int, process_count: int, what: str) -> int:
 
 
 def train_dataset(source, batch_size: int, seed: int, process_index: int,
-                  process_count: int) -> grain.MapDataset:
-  """Endless, seeded, per-epoch reshuffled batches; this process's slice of each."""
+                  process_count: int,
+                  transform: Callable[[Batch, np.ndarray, slice], Batch]
+                  | None = None) -> grain.MapDataset:
+  """Endless, seeded, per-epoch reshuffled batches; this process's slice of
+  each, passed through `transform(slice's batch, the global batch's example
+  indices, the slice)` if given."""
   local = _local_size(batch_size, process_count, "batch_size")
-  lo, hi = process_index * local, (process_index + 1) * local
+  part = slice(process_index * local, (process_index + 1) * local)
+
+  def read(idx):
+    batch = _gather(source, idx[part])
+    return batch if transform is None else transform(batch, idx, part)
   return (grain.MapDataset.range(len(source))
           .shuffle(seed=seed)
           .repeat(None)
           .batch(batch_size, drop_remainder=True)
-          .map(lambda idx: _gather(source, idx[lo:hi])))
+          .map(read))
+
+
+def caption_transform(config: ml_collections.ConfigDict, training: bool
+                      ) -> Callable[..., Batch] | None:
+  """`data.captions='digits'`: adds 'caption' byte ids [B, caption_length]
+  derived from each digit's label and measured ink (`captions.py`); in
+  training each attribute word is kept with `data.caption_keep_prob`, drawn
+  from the seed and the global batch's example indices (so a resumed run,
+  or one on more hosts, draws the same captions)."""
+  d = config.data
+  kind = d.get("captions", "")
+  if not kind:
+    return None
+  if kind != "digits":
+    raise UserError(f"--config.data.captions: '{kind}' is not one of '' (no "
+                    "captions), digits.")
+  if not 0 <= d.caption_keep_prob <= 1 or d.caption_length < 2:
+    raise UserError(f"--config.data.caption_keep_prob={d.caption_keep_prob},"
+                    f" caption_length={d.caption_length}: need a probability "
+                    "in [0, 1] and room for at least one byte.")
+
+  def add(batch: Batch, idx: np.ndarray | None = None,
+          part: slice | None = None) -> Batch:
+    draws, keep = None, 1.0
+    if training:  # drawn for the global batch: the same on any processes
+      rng = np.random.default_rng([config.seed, *np.asarray(idx).tolist()])
+      draws = rng.random((len(idx), 2))[part]
+      keep = d.caption_keep_prob
+    texts = captions.digit_captions(batch["image"], batch["label"], draws,
+                                    keep)
+    return {**batch, "caption": captions.encode(texts, d.caption_length)}
+  return add
 
 
 def eval_batches(source, batch_size: int, num_examples: int,
@@ -177,6 +219,9 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
     if config.data.cache:
       train_src = ArraySource.decode(train_src)
       eval_src = ArraySource.decode(eval_src)
+  add_captions = caption_transform(config, training=False)
+  if add_captions is not None:
+    tokenizer = captions.CaptionTokenizer(config.data.caption_length)
   if config.data.name not in text.NAMES:
     expected = tuple(config.data.image_shape)
     if "image" not in train_src[0]:
@@ -190,7 +235,8 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)
   ds = train_dataset(train_src, config.data.batch_size, config.seed,
-                     process_index, process_count)
+                     process_index, process_count,
+                     caption_transform(config, training=True))
   # A thread reads ahead while the device computes; the iterator's state
   # still counts only the batches handed out, so checkpoints stay exact.
   train_iter = iter(ds.to_iter_dataset(
@@ -199,8 +245,10 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
                           math.lcm(batch_shards, process_count))
   return Data(
       train=train_iter,
-      eval_batches=lambda: eval_batches(eval_src, eval_size, num_eval,
-                                        process_index, process_count),
+      eval_batches=lambda: (
+          b if add_captions is None else add_captions(b)
+          for b in eval_batches(eval_src, eval_size, num_eval, process_index,
+                                process_count)),
       init_batch=ds[0],
       dataset=name,
       num_train=len(train_src),

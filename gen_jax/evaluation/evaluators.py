@@ -13,6 +13,9 @@ Which evaluator runs: `config.eval.quality_features` names it when
       (`sample_quality`);
   'mixture_modes': modes captured and high-quality samples on the 2-D
       Gaussian mixtures (`modes`).
+With `config.eval.prompts` (text-to-image), 'prompts' runs too: class
+accuracy and attribute agreement of samples drawn for those prompts
+(`prompt_agreement`).
 A new evaluator registers itself with `@register(name)`.
 """
 
@@ -26,7 +29,9 @@ import numpy as np
 
 from gen_jax import config as config_lib
 from gen_jax.data import mixtures
+from gen_jax.evaluation import features as features_lib
 from gen_jax.evaluation import modes
+from gen_jax.evaluation import prompt_agreement
 from gen_jax.evaluation import sample_quality
 
 
@@ -42,6 +47,11 @@ class EvalContext:
   real_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
   # train(config, workdir): trains a run this evaluation depends on.
   train: Callable[[ml_collections.ConfigDict, str], object]
+  captioned: bool = False  # the family draws images for prompts
+  # sample_prompts(prompts, guidance_scale) -> (one sample per prompt on the
+  # host, seconds/sample); a captioned family only.
+  sample_prompts: Callable[[list[str], float],
+                           tuple[np.ndarray, float]] | None = None
 
 
 class Evaluator(abc.ABC):
@@ -71,10 +81,14 @@ def register(name: str):
 
 
 def configured(config: ml_collections.ConfigDict) -> list[Evaluator]:
-  """The evaluators the config asks for (none when quality_samples is 0)."""
-  if config.eval.quality_samples <= 0:
-    return []
-  return [_REGISTRY[config.eval.quality_features](config)]
+  """The evaluators the config asks for: sample quality when
+  quality_samples > 0, prompt agreement when eval.prompts are given."""
+  chosen = []
+  if config.eval.quality_samples > 0:
+    chosen.append(_REGISTRY[config.eval.quality_features](config))
+  if config.eval.get("prompts", ()):
+    chosen.append(_REGISTRY["prompts"](config))
+  return chosen
 
 
 def run_all(config: ml_collections.ConfigDict, ctx: EvalContext
@@ -146,3 +160,15 @@ class ClassifierQuality(_FeatureQuality):
                  f"data.data_dir={self.config.data.data_dir}"]
     ctx.train(config_lib.get_config("mnist_classifier", overrides),
               str(workdir))
+
+
+@register("prompts")
+class PromptAgreement(ClassifierQuality):
+  """Class accuracy and attribute agreement of samples drawn for held-out
+  prompts at several guidance scales (`prompt_agreement`)."""
+
+  def __call__(self, ctx):
+    super().extractor(ctx)  # trains the classifier on first use
+    classifier = features_lib.MnistClassifierFeatures(
+        str(sample_quality.classifier_workdir(self.config)))
+    return prompt_agreement.evaluate(self.config, ctx, classifier)

@@ -39,3 +39,5 @@ def _import_all() -> None:
   from gen_jax.families import flow  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import gan  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import vae  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import vq_prior  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import vqvae  # pylint: disable=g-import-not-at-top,unused-import

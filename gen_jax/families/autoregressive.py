@@ -157,8 +157,9 @@ class Autoregressive(base.OneNetwork):
     network = super().inference_network(state)
     return lora.merge(network) if self.lora else network
 
-  def warm_start(self, state):
+  def warm_start(self, state, batch):
     """Step 0 from `init_from`'s GPT-2 weights (adapters keep their init)."""
+    del batch  # nothing is measured
     if not self.init_from:
       return None
     model = self.network(parallel.to_host(state.params),

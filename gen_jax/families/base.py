@@ -52,13 +52,16 @@ class Family(abc.ABC):
 
   num_classes: int = 0  # > 0: samples are conditioned on a class label
   models_text: bool = False  # True: reads token batches (text data)
+  # True: conditioned on captions; `sample` takes prompts= and
+  # guidance_scale= (text-to-image).
+  captioned: bool = False
   # True: partition_rules split the network over a 'model' mesh axis.
   model_parallel: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, tokenizer=None):
-    """Args: the resolved config; the data pipeline's tokenizer (text data,
-    else None), for families that read or write tokens."""
-    if tokenizer is not None and not self.models_text:
+    """Args: the resolved config; the data pipeline's tokenizer (text data
+    or captions, else None), for families that read or write tokens."""
+    if tokenizer is not None and not (self.models_text or self.captioned):
       raise UserError(f"--config.data.name={config.data.name} is text, which "
                       f"the '{config.family}' family does not model.")
     self.config = config
@@ -76,7 +79,8 @@ class Family(abc.ABC):
   @abc.abstractmethod
   def eval_step(self, state: PyTree, batch: Batch, key: jax.Array,
                 final: bool = False) -> Metrics:
-    """Per-batch SUMS over real rows (batch['mask']) plus 'count'.
+    """Per-batch SUMS over real rows (batch['mask']) plus 'count' (scalars,
+    or arrays summed elementwise, e.g. a histogram).
 
     `final` (static) asks for the expensive, paper-grade estimates, e.g. the
     IWAE bound with 1000 samples, instead of the cheaper periodic ones.
@@ -129,11 +133,12 @@ class Family(abc.ABC):
           np.uint8)}
     return {"samples": samples.astype(np.float32)}
 
-  def warm_start(self, state: PyTree) -> PyTree | None:
-    """Step 0 from pretrained weights (e.g. `config.init_from`), applied once
-    to a fresh state outside `jit`, never on resume; None: the family has no
-    pretrained weights to start from."""
-    del state
+  def warm_start(self, state: PyTree, batch: Batch) -> PyTree | None:
+    """Step 0 from pretrained weights (e.g. `config.init_from`, a stage-1
+    autoencoder), applied once to a fresh state outside `jit`, never on
+    resume; `batch` is the first global batch (for statistics measured at
+    step 0). None: the family has no pretrained weights to start from."""
+    del state, batch
     return None
 
   def eval_params(self, state: PyTree) -> PyTree:
@@ -156,7 +161,10 @@ class OneNetwork(Family):
   Subclasses provide:
     build_network(rngs) -> nnx.Module          # the network, fresh weights
     loss(network, batch, key) -> (loss, aux)   # scalar to minimize; aux: dict
-                                               # of scalar metrics to log
+                                               # of scalar metrics to log;
+                                               # non-trainable variables it
+                                               # sets are kept (e.g. an EMA
+                                               # codebook)
     eval_step(state, batch, key, final)        # per-batch sums (see Family)
     visualize / sample                         # pictures and samples
   and may override `initialize` (data-dependent init), `trainable` (which
@@ -195,7 +203,7 @@ class OneNetwork(Family):
 
   def network(self, params: nnx.State, rest: nnx.State) -> nnx.Module:
     """The network holding `params` (trainable) and `rest` (everything else)."""
-    return nnx.merge(self.graphdef, params, rest)
+    return nnx.merge(self.graphdef, params, rest, copy=True)
 
   def inference_network(self, state: TrainState) -> nnx.Module:
     """The network eval and sampling use: EMA parameters when kept."""
@@ -203,11 +211,15 @@ class OneNetwork(Family):
 
   def train_step(self, state, batch, key):
     def loss_fn(params):
-      return self.loss(self.network(params, state.rest), batch, key)
+      network = self.network(params, state.rest)
+      loss, aux = self.loss(network, batch, key)
+      # What the loss changed in place (e.g. a codebook's running averages).
+      _, _, rest = nnx.split(network, self.trainable, ...)
+      return loss, (aux, rest)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    state = apply_gradients(state, grads, self.optimizer,
+    state = apply_gradients(state.replace(rest=rest), grads, self.optimizer,
                             self.config.train.ema_decay)
     return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import UserError
+from gen_jax.evaluation import grids
 from gen_jax.families import base, denoisers, likelihoods, samplers
 
 SAMPLERS = ("euler", "heun", "stochastic", "dpm_solver++", samplers.ADAPTIVE)
@@ -30,8 +31,10 @@ _ODE_MAX_STEPS = 2048  # steps of the likelihood's solve before it gives up
 
 
 class Continuous(denoisers.DenoiserFamily):
-  """What flow matching and EDM share: the network, classes and guidance,
-  the samplers and the ODE likelihood."""
+  """What flow matching and EDM share: the network, classes or captions and
+  guidance, latents, the samplers and the ODE likelihood."""
+
+  supports_latents_and_text = True
 
   process: samplers.Process
   title: str  # for messages
@@ -47,6 +50,9 @@ class Continuous(denoisers.DenoiserFamily):
       raise UserError(f"--config.eval.ode_trace: '{config.eval.ode_trace}' "
                       "is not one of auto, exact, hutchinson.")
     super().__init__(config, tokenizer)
+    if self.latent and config.eval.ode_rows:
+      raise UserError("--config.eval.ode_rows: the ODE likelihood is of "
+                      "pixels; a latent model has none (set it to 0).")
     s = config.sample
     samplers.check(s.sampler, self.title, self.process, SAMPLERS)
     if s.num_steps < 0:
@@ -58,6 +64,7 @@ class Continuous(denoisers.DenoiserFamily):
     self._chains: dict[str, Callable] = {}
     self._adaptive: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
+    self._decode_fns: dict = {}
     self.last_sampling: dict[str, int | str] = {}
 
   @abc.abstractmethod
@@ -77,13 +84,12 @@ class Continuous(denoisers.DenoiserFamily):
 
   def loss_terms(self, net, batch, key, training: bool) -> jax.Array:
     obj_key, label_key, flip_key, drop_key = jax.random.split(key, 4)
-    x0 = self.to_model_space(batch["image"])
+    image = batch["image"]
     if training and self.config.data.random_flip:
-      flip = jax.random.bernoulli(flip_key, 0.5, (x0.shape[0], 1, 1, 1))
-      x0 = jnp.where(flip, x0[:, :, ::-1], x0)
-    y = denoisers.training_labels(batch, self.num_classes,
-                                  self.config.model.label_dropout, label_key,
-                                  training)
+      flip = jax.random.bernoulli(flip_key, 0.5, (image.shape[0], 1, 1, 1))
+      image = jnp.where(flip, image[:, :, ::-1], image)
+    x0 = self.model_input(net, image)
+    y = self.condition(batch, label_key, training)
     return self.objective(net, x0, obj_key, y,
                           drop_key if training else None)
 
@@ -125,7 +131,7 @@ class Continuous(denoisers.DenoiserFamily):
     rows = min(self.config.eval.ode_rows, batch["image"].shape[0])
     if final and rows:
       part = {k: v[:rows] for k, v in batch.items()}
-      y = part["label"].astype(jnp.int32) if self.num_classes else None
+      y = self.condition(part, None, False)
       bpd, evals = self.ode_bits_per_dim(net, part["image"], y, ode_key)
       count = base.count(part)
       out.update(ode_bits_per_dim=base.masked_sum(bpd, part),
@@ -144,30 +150,50 @@ class Continuous(denoisers.DenoiserFamily):
 
   # --- sampling --------------------------------------------------------------
 
-  def _make_denoiser(self, params, rest, y):
-    return self.denoiser(self.network(params, rest), y,
-                         self.config.sample.guidance_scale)
+  def _condition_for_sampling(self, num, labels, prompts, sharding):
+    """The condition of `num` samples: class ids, or caption ids (from
+    `prompts` cycled, else the captions 'a <digit>' of the class ids)."""
+    if not self.text:
+      return base.class_labels(num, self.num_classes, labels, sharding)
+    y = base.class_labels(num, self.num_classes, labels)
+    if prompts is None:
+      if y is None:
+        prompts = self.config.sample.prompts
+      else:
+        prompts = [self.tokenizer.class_prompt(c) for c in np.asarray(y)]
+    ids = self.prompt_ids([prompts[i % len(prompts)] for i in range(num)])
+    # A compiled call: one global array on any number of processes.
+    return jax.jit(lambda: jnp.asarray(ids), out_shardings=sharding)()
 
   def sample(self, state, key, num, labels=None, sharding=None,
-             progress: Callable[[int, int], None] | None = None):
+             progress: Callable[[int, int], None] | None = None,
+             prompts: list[str] | None = None,
+             guidance_scale: float | None = None):
     """Images [num, H, W, C] in [0, 1] from the configured sampler (see
-    Family.sample); `last_sampling` records its steps and evaluations."""
+    Family.sample); a captioned model draws for `prompts` (cycled over the
+    samples) at `guidance_scale` (default: sample.guidance_scale).
+    `last_sampling` records the sampler's steps and evaluations."""
     s = self.config.sample
+    scale = s.guidance_scale if guidance_scale is None else guidance_scale
     noise_key, chain_key = jax.random.split(key)
-    shape = (num, *self.config.data.image_shape)
+    shape = (num, *self.space_shape)
     if (shape, sharding) not in self._noise_fns:
       self._noise_fns[shape, sharding] = jax.jit(
           lambda k: self.process.prior_std * jax.random.normal(k, shape),
           out_shardings=sharding)
     x = self._noise_fns[shape, sharding](noise_key)
-    y = base.class_labels(num, self.num_classes, labels, sharding)
+    y = self._condition_for_sampling(num, labels, prompts, sharding)
     args = (self.eval_params(state), state.rest, y)
+
+    def make_denoiser(params, rest, y):
+      return self.denoiser(self.network(params, rest), y, scale)
     if s.sampler == samplers.ADAPTIVE:
-      if shape not in self._adaptive:
-        self._adaptive[shape] = jax.jit(lambda args, x: samplers.solve_adaptive(
-            self.process, self._make_denoiser(*args), x, s.tolerance,
-            s.tolerance, s.max_steps))
-      x, evals, steps = self._adaptive[shape](args, x)
+      if (shape, scale) not in self._adaptive:
+        self._adaptive[shape, scale] = jax.jit(
+            lambda args, x: samplers.solve_adaptive(
+                self.process, make_denoiser(*args), x, s.tolerance,
+                s.tolerance, s.max_steps))
+      x, evals, steps = self._adaptive[shape, scale](args, x)
       steps = int(steps)
       if steps >= s.max_steps:
         raise UserError(f"The adaptive sampler took --config.sample."
@@ -179,15 +205,15 @@ class Continuous(denoisers.DenoiserFamily):
     else:
       steps = s.num_steps or self.default_steps
       sampler = samplers.SAMPLERS[s.sampler]
-      if s.sampler not in self._chains:
+      if (s.sampler, scale) not in self._chains:
         options = samplers.Options(
             num_steps=steps, churn=s.get("churn", 0.0),
             churn_tmin=s.get("churn_tmin", 0.0),
             churn_tmax=s.get("churn_tmax", float("inf")),
             s_noise=s.get("s_noise", 1.0))
-        self._chains[s.sampler] = samplers.make_chain(
-            sampler, self.process, self._make_denoiser, options)
-      x = samplers.run_chain(self._chains[s.sampler], sampler, args, x,
+        self._chains[s.sampler, scale] = samplers.make_chain(
+            sampler, self.process, make_denoiser, options)
+      x = samplers.run_chain(self._chains[s.sampler, scale], sampler, args, x,
                              self.time_grid(steps), chain_key,
                              s.steps_per_call, progress)
       evals = sampler.evaluations(steps)
@@ -196,8 +222,34 @@ class Continuous(denoisers.DenoiserFamily):
     if progress is not None and jax.process_index() == 0:
       print(f"{s.sampler}: {steps} steps, {evals} network evaluations per "
             "image", flush=True)
-    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+    if not self.latent:
+      return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+    if sharding not in self._decode_fns:
+      self._decode_fns[sharding] = jax.jit(
+          lambda params, rest, x: self.to_images(self.network(params, rest),
+                                                 x), out_shardings=sharding)
+    return self._decode_fns[sharding](args[0], args[1], x)
+
+  def prompt_grids(self, state, key, prompts, per_prompt: int,
+                   guidance_scale: float | None = None) -> np.ndarray:
+    """[len(prompts), per_prompt, H, W, C]: samples of each prompt."""
+    rows = [p for p in prompts for _ in range(per_prompt)]
+    images = np.asarray(self.sample(state, key, len(rows), prompts=rows,
+                                    guidance_scale=guidance_scale))
+    return images.reshape(len(prompts), per_prompt, *images.shape[1:])
 
   def visualize(self, state, batch, key):
+    """The sample grid; a captioned model: one row per prompt of
+    `sample.prompts`, and a grid of each prompt."""
     del batch
-    return {"samples": self.sample_grid(state, key)}
+    if not self.text:
+      return {"samples": self.sample_grid(state, key)}
+    prompts = list(self.config.sample.prompts)
+    per = max(1, self.config.eval.num_samples // len(prompts))
+    images = self.prompt_grids(state, key, prompts, per)
+    out = {"samples": grids.make_grid(images.reshape(-1, *images.shape[2:]),
+                                      per)}
+    for i, (prompt, row) in enumerate(zip(prompts, images)):
+      slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:40]
+      out[f"prompt{i}_{slug}"] = grids.make_grid(row, min(per, 8))
+    return out

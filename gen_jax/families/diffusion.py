@@ -82,7 +82,7 @@ class Diffusion(denoisers.DenoiserFamily):
   def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale: float = 1.0):
     """(eps, x_0) predicted at (x_t, t), with classifier-free guidance."""
     out = denoisers.guided(net, x_BHWC, t_B, y_B, guidance_scale,
-                           self.num_classes)
+                           self.null_condition(y_B))
     abar = schedules.at(self.sched.alphas_cumprod, t_B)
     if self.config.model.prediction == "eps":
       eps = out
@@ -97,7 +97,7 @@ class Diffusion(denoisers.DenoiserFamily):
   def loss_terms(self, net, batch, key, training: bool):
     """Simple loss: per-example mean squared error of the prediction -> [B]."""
     t_key, eps_key, drop_key, label_key, flip_key = jax.random.split(key, 5)
-    x0 = self.to_model_space(batch["image"])
+    x0 = self.model_input(net, batch["image"])
     b = x0.shape[0]
     if training and self.config.data.random_flip:
       flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
@@ -174,7 +174,7 @@ class Diffusion(denoisers.DenoiserFamily):
   def eval_step(self, state, batch, key, final=False):
     loss_key, vlb_key = jax.random.split(key)
     net = self.inference_network(state)
-    x0 = self.to_model_space(batch["image"])
+    x0 = self.model_input(net, batch["image"])
     y = batch["label"].astype(jnp.int32) if self.num_classes else None
     k = (self.config.eval.vlb_timesteps if final
          else self.config.eval.periodic_vlb_timesteps)

@@ -58,7 +58,7 @@ class EDM(Continuous):
       f = net(x_in, c_noise, y_B, dropout_key=dropout_key)
     else:
       f = denoisers.guided(net, x_in, c_noise, y_B, guidance_scale,
-                           self.num_classes)
+                           self.null_condition(y_B))
     return (c_skip[:, None, None, None] * x_BHWC
             + c_out[:, None, None, None] * f)
 

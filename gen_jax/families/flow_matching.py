@@ -70,6 +70,9 @@ class FlowMatching(Continuous):
                       "positive.")
     self.reflow_from = m.get("reflow_from", "")
     if self.reflow_from:
+      if "autoencoder" in config or config.data.get("captions", ""):
+        raise UserError("--config.model.reflow_from: reflow trains on pixels "
+                        "with class labels, not on latents or captions.")
       self._check_teacher(config)
       self.trainable = nnx.All(nnx.Param, nnx.PathContains("student"))
     super().__init__(config, tokenizer)
@@ -107,10 +110,10 @@ class FlowMatching(Continuous):
       return network
     return ReflowPair(network, super().build_network(rngs))
 
-  def warm_start(self, state):
+  def warm_start(self, state, batch):
     """Student and teacher from the teacher run's weights (EMA if kept)."""
     if not self.reflow_from:
-      return None
+      return super().warm_start(state, batch)
     saved = checkpointing.load_state(self.reflow_from)
     which = "ema_params" if saved.get("ema_params") else "params"
     abstract = nnx.state(nnx.eval_shape(
@@ -141,7 +144,7 @@ class FlowMatching(Continuous):
     if dropout_key is not None:
       return net(x_BHWC, 1000.0 * t_B, y_B, dropout_key=dropout_key)
     return denoisers.guided(net, x_BHWC, 1000.0 * t_B, y_B, guidance_scale,
-                            self.num_classes)
+                            self.null_condition(y_B))
 
   def sample_times(self, key, num: int) -> jax.Array:
     m = self.config.model

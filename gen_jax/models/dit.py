@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.models import text_conditioning
 from gen_jax.models.unet import timestep_embedding
 
 _xavier = nnx.initializers.xavier_uniform()
@@ -41,6 +42,10 @@ class DiTConfig:
   num_heads: int = 6
   mlp_ratio: float = 4.0
   num_classes: int = 0  # > 0: class-conditional (plus a null class)
+  # > 0: each block attends to a context [B, L, context_dim] (text) after
+  # its self-attention (PixArt-alpha's cross-attention), context_heads heads.
+  context_dim: int = 0
+  context_heads: int = 4
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   @classmethod
@@ -91,8 +96,11 @@ class DiTBlock(nnx.Module):
     self.fc = linear(d, hidden)
     self.mlp_out = linear(hidden, d)
     self.adaln = linear(d, 6 * d, _zeros)  # adaLN-Zero
+    self.cross = (text_conditioning.CrossAttention(
+        d, cfg.context_dim, cfg.context_heads, dtype, rngs=rngs)
+                  if cfg.context_dim else None)
 
-  def __call__(self, x_BTD, c_BD):
+  def __call__(self, x_BTD, c_BD, context=None, context_mask=None):
     cfg = self.cfg
     b, t, d = x_BTD.shape
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(
@@ -103,6 +111,8 @@ class DiTBlock(nnx.Module):
                for part in jnp.split(self.qkv(h), 3, axis=-1))
     a = jax.nn.dot_product_attention(q, k, v).reshape(b, t, d)
     x_BTD = x_BTD + gate1[:, None] * self.attn_out(a)
+    if self.cross is not None:
+      x_BTD = self.cross(x_BTD, context, context_mask)
     h = _modulate(self.norm2(x_BTD), shift2, scale2)
     h = self.mlp_out(jax.nn.gelu(self.fc(h), approximate=True))
     return x_BTD + gate2[:, None] * h
@@ -144,14 +154,15 @@ class DiT(nnx.Module):
     mask[:h, :w] = 1.0
     return mask
 
-  def __call__(self, x_BHWC, t_B, y_B=None, dropout_key=None):
+  def __call__(self, x_BHWC, t_B, y_B=None, dropout_key=None, context=None,
+               context_mask=None):
     del dropout_key  # DiT trains without dropout
     (gh, gw), p = self.cfg.grid, self.cfg.patch_size
     h, w, _ = self.cfg.image_shape
     x = jnp.pad(x_BHWC, ((0, 0), (0, gh * p - h), (0, gw * p - w), (0, 0)))
-    return self.padded(x, t_B, y_B)[:, :h, :w]
+    return self.padded(x, t_B, y_B, context, context_mask)[:, :h, :w]
 
-  def padded(self, x_BHWC, t_B, y_B=None):
+  def padded(self, x_BHWC, t_B, y_B=None, context=None, context_mask=None):
     """The network on an image already padded to whole patches (whatever
     the padding holds) -> the padded output."""
     cfg = self.cfg
@@ -169,7 +180,7 @@ class DiT(nnx.Module):
         y_B = jnp.full(t_B.shape, cfg.num_classes, jnp.int32)
       cond = cond + self.class_emb(y_B).astype(cond.dtype)
     for block in self.blocks:
-      x = block(x, cond)
+      x = block(x, cond, context, context_mask)
     shift, scale = jnp.split(self.adaln_out(nnx.silu(cond)), 2, axis=-1)
     out = self.linear_out(_modulate(self.norm_out(x), shift, scale))
     out = out.reshape(b, gh, gw, p, p, c).transpose(0, 1, 3, 2, 4, 5)

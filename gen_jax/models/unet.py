@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.models import conv as conv_lib
+from gen_jax.models import text_conditioning
 from gen_jax.models.initializers import conv_kernel_init
 
 
@@ -37,6 +38,10 @@ class UNetConfig:
   # > 1: the network runs on p x p pixel patches folded into channels
   # (space-to-depth) and unfolds its output: p^2 less activation memory.
   patch_size: int = 1
+  # > 0: every attention block is followed by cross-attention to a context
+  # [B, L, context_dim] (text features), with context_heads heads.
+  context_dim: int = 0
+  context_heads: int = 4
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   @classmethod
@@ -186,6 +191,7 @@ class UNet(nnx.Module):
     skip_channels = [ch]
     self.down = nnx.List()
     self.down_attn = nnx.List()
+    self.down_cross = nnx.List()
     self.downsample = nnx.List()
     c = ch
     for level, mult in enumerate(cfg.channel_mults):
@@ -195,6 +201,8 @@ class UNet(nnx.Module):
         c = ch * mult
         self.down_attn.append(AttentionBlock(c, cfg, rngs=rngs)
                               if size in cfg.attention_resolutions else None)
+        self.down_cross.append(self._cross(c, rngs) if self.down_attn[-1]
+                               is not None else None)
         skip_channels.append(c)
       if level != len(cfg.channel_mults) - 1:
         self.downsample.append(Downsample(c, cfg, rngs=rngs))
@@ -203,10 +211,12 @@ class UNet(nnx.Module):
 
     self.mid1 = ResBlock(c, c, emb_dim, cfg, rngs=rngs)
     self.mid_attn = AttentionBlock(c, cfg, rngs=rngs)
+    self.mid_cross = self._cross(c, rngs)
     self.mid2 = ResBlock(c, c, emb_dim, cfg, rngs=rngs)
 
     self.up = nnx.List()
     self.up_attn = nnx.List()
+    self.up_cross = nnx.List()
     self.upsample = nnx.List()
     for level, mult in reversed(list(enumerate(cfg.channel_mults))):
       for _ in range(cfg.num_res_blocks + 1):
@@ -216,6 +226,8 @@ class UNet(nnx.Module):
         self.up_attn.append(
             AttentionBlock(c, cfg, rngs=rngs)
             if level_sizes[level] in cfg.attention_resolutions else None)
+        self.up_cross.append(self._cross(c, rngs) if self.up_attn[-1]
+                             is not None else None)
       if level != 0:
         self.upsample.append(Upsample(c, cfg, rngs=rngs))
     self.norm_out = nnx.GroupNorm(c, num_groups=min(cfg.num_groups, c),
@@ -224,10 +236,30 @@ class UNet(nnx.Module):
     self.conv_out = conv_lib.Conv(c, out, (3, 3), dtype=dtype,
                                   kernel_init=nnx.initializers.zeros, rngs=rngs)
 
+  def _cross(self, channels: int, rngs: nnx.Rngs):
+    cfg = self.cfg
+    if not cfg.context_dim:
+      return None
+    return text_conditioning.CrossAttention(
+        channels, cfg.context_dim, cfg.context_heads, jnp.dtype(cfg.dtype),
+        rngs=rngs)
+
+  @staticmethod
+  def _attend(block, h_BHWC, context, mask):
+    if block is None:
+      return h_BHWC
+    b, h, w, c = h_BHWC.shape
+    return block(h_BHWC.reshape(b, h * w, c), context, mask).reshape(
+        b, h, w, c)
+
   def __call__(self, x_BHWC: jax.Array, t_B: jax.Array,
                y_B: jax.Array | None = None,
-               dropout_key: jax.Array | None = None) -> jax.Array:
-    """Args: noisy images, timesteps, class ids (num_classes = null class).
+               dropout_key: jax.Array | None = None,
+               context: jax.Array | None = None,
+               context_mask: jax.Array | None = None) -> jax.Array:
+    """Args: noisy images, timesteps, class ids (num_classes = null class),
+    and with `context_dim` the context [B, L, context_dim] and its mask
+    [B, L] (False: padding).
 
     Returns:
       The network output in float32, same spatial shape as the input.
@@ -253,6 +285,7 @@ class UNet(nnx.Module):
         h = self.down[i](h, emb, next(keys))
         if self.down_attn[i] is not None:
           h = self.down_attn[i](h)
+          h = self._attend(self.down_cross[i], h, context, context_mask)
         skips.append(h)
         i += 1
       if level != len(cfg.channel_mults) - 1:
@@ -261,6 +294,7 @@ class UNet(nnx.Module):
 
     h = self.mid1(h, emb, next(keys))
     h = self.mid_attn(h)
+    h = self._attend(self.mid_cross, h, context, context_mask)
     h = self.mid2(h, emb, next(keys))
 
     i = 0
@@ -270,6 +304,7 @@ class UNet(nnx.Module):
                        next(keys))
         if self.up_attn[i] is not None:
           h = self.up_attn[i](h)
+          h = self._attend(self.up_cross[i], h, context, context_mask)
         i += 1
       if level != 0:
         target = skips[-1].shape[1:3]
