@@ -283,3 +283,62 @@ def test_text_to_image_trains_draws_each_prompt_and_scores_prompts(
   assert result["real_thick_minus_thin"] > 0.5
   assert result["real_slanted_minus_upright"] > 0.1
   assert "slant_agreement_s1" not in result  # no prompt names a slant
+
+
+@pytest.mark.parametrize("network", ["unet", "dit"])
+def test_both_denoisers_read_the_caption_and_never_its_padding(network):
+  from gen_jax.models import dit, unet  # pylint: disable=g-import-not-at-top
+  if network == "unet":
+    net = unet.UNet(unet.UNetConfig(
+        image_shape=(7, 7, 4), channels=8, channel_mults=(1,),
+        num_res_blocks=1, attention_resolutions=(7,), num_groups=4,
+        dropout=0.0, context_dim=6, context_heads=2), rngs=nnx.Rngs(0))
+  else:
+    net = dit.DiT(dit.DiTConfig(image_shape=(7, 7, 4), patch_size=1, width=8,
+                                depth=1, num_heads=2, context_dim=6,
+                                context_heads=2), rngs=nnx.Rngs(0))
+  # Fresh cross-attention outputs are zero (identity blocks) and adaLN-Zero
+  # zeroes the DiT: give every zero-initialized weight random values.
+  _, params, rest = nnx.split(net, nnx.Param, ...)
+  params = jax.tree.map(
+      lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape),
+      params)
+  net = nnx.merge(nnx.graphdef(net), params, rest)
+  x = jnp.asarray(RNG.normal(size=(2, 7, 7, 4)), jnp.float32)
+  t = jnp.asarray([100.0, 500.0])
+  ctx = RNG.normal(size=(2, 5, 6)).astype(np.float32)
+  mask = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], bool)
+  out = net(x, t, context=jnp.asarray(ctx), context_mask=jnp.asarray(mask))
+  noisy = ctx.copy()
+  noisy[~mask] = 50.0
+  np.testing.assert_allclose(
+      net(x, t, context=jnp.asarray(noisy), context_mask=jnp.asarray(mask)),
+      out, rtol=1e-5, atol=1e-5)
+  other = ctx.copy()
+  other[mask] += 1.0
+  assert not np.allclose(
+      net(x, t, context=jnp.asarray(other), context_mask=jnp.asarray(mask)),
+      out, atol=1e-3)
+
+
+def test_ddpm_learns_latents_too(vq_workdir, data_dir):
+  config = config_lib.get_config("ddpm_mnist:smoke", [
+      f"data.data_dir={data_dir}", "model.patch_size=1",
+      "model.channel_mults=(1,)", "model.num_groups=4", "sample.num_steps=3",
+      "model.attention_resolutions=(7,)"])
+  with config.unlocked():
+    config_lib.load_module("_latent").autoencoder(config, vq_workdir,
+                                                  "vqvae_mnist:smoke")
+  with pytest.raises(UserError, match="clip_denoised"):
+    families.build(config)
+  config.sample.clip_denoised = False
+  family = families.build(config)
+  batch = _batch(4)
+  state = _init(family, batch)
+  new, metrics = jax.jit(family.train_step, compiler_options=FAST_COMPILE)(
+      state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics["loss"])) and set(new.params) == {"main"}
+  sums = jax.jit(family.eval_step, compiler_options=FAST_COMPILE)(
+      new, {**batch, "mask": np.ones(4, np.float32)}, jax.random.key(2))
+  assert set(sums) == {"loss", "count"}  # no pixel bound for latents
+  assert family.sample(new, jax.random.key(3), 2).shape == (2, 28, 28, 1)

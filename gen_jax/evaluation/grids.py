@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 
 from gen_jax import files
 
@@ -27,6 +28,21 @@ def make_grid(images_NHWC: np.ndarray, ncols: int | None = None,
 # Anchors of a dark-to-bright colour map (black, purple, orange, pale yellow).
 _HEAT = np.array([[0.0, 0.0, 0.02], [0.34, 0.06, 0.43], [0.80, 0.26, 0.30],
                   [0.99, 0.65, 0.04], [0.99, 1.0, 0.64]], np.float32)
+
+
+def label_rows(grid_HWC: np.ndarray, labels: list[str], row_height: int,
+               pad: int = 2, char_width: int = 6) -> np.ndarray:
+  """A grid from `make_grid` with a white margin on the left holding one
+  label per row (black text, PIL's built-in font), vertically centred."""
+  h, w, c = grid_HWC.shape
+  margin = char_width * max(len(t) for t in labels) + 2 * pad
+  canvas = Image.new("L", (margin, h), 255)
+  draw = ImageDraw.Draw(canvas)
+  for i, text in enumerate(labels):
+    top = pad + i * (row_height + pad) + row_height // 2 - 5
+    draw.text((pad, top), text, fill=0)
+  left = np.asarray(canvas, np.float32)[..., None] / 255.0
+  return np.concatenate([np.repeat(left, c, axis=-1), grid_HWC], axis=1)
 
 
 def heatmap(values_HW: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ class Continuous(denoisers.DenoiserFamily):
   """What flow matching and EDM share: the network, classes or captions and
   guidance, latents, the samplers and the ODE likelihood."""
 
-  supports_latents_and_text = True
+  supports_text = True
 
   process: samplers.Process
   title: str  # for messages
@@ -64,7 +64,6 @@ class Continuous(denoisers.DenoiserFamily):
     self._chains: dict[str, Callable] = {}
     self._adaptive: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
-    self._decode_fns: dict = {}
     self.last_sampling: dict[str, int | str] = {}
 
   @abc.abstractmethod
@@ -222,13 +221,7 @@ class Continuous(denoisers.DenoiserFamily):
     if progress is not None and jax.process_index() == 0:
       print(f"{s.sampler}: {steps} steps, {evals} network evaluations per "
             "image", flush=True)
-    if not self.latent:
-      return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
-    if sharding not in self._decode_fns:
-      self._decode_fns[sharding] = jax.jit(
-          lambda params, rest, x: self.to_images(self.network(params, rest),
-                                                 x), out_shardings=sharding)
-    return self._decode_fns[sharding](args[0], args[1], x)
+    return self.finish(args[0], args[1], x, sharding)
 
   def prompt_grids(self, state, key, prompts, per_prompt: int,
                    guidance_scale: float | None = None) -> np.ndarray:
@@ -240,15 +233,16 @@ class Continuous(denoisers.DenoiserFamily):
 
   def visualize(self, state, batch, key):
     """The sample grid; a captioned model: one row per prompt of
-    `sample.prompts`, and a grid of each prompt."""
+    `sample.prompts`, each labelled with its prompt, and a grid of each
+    prompt."""
     del batch
     if not self.text:
       return {"samples": self.sample_grid(state, key)}
     prompts = list(self.config.sample.prompts)
     per = max(1, self.config.eval.num_samples // len(prompts))
     images = self.prompt_grids(state, key, prompts, per)
-    out = {"samples": grids.make_grid(images.reshape(-1, *images.shape[2:]),
-                                      per)}
+    grid = grids.make_grid(images.reshape(-1, *images.shape[2:]), per)
+    out = {"samples": grids.label_rows(grid, prompts, images.shape[2])}
     for i, (prompt, row) in enumerate(zip(prompts, images)):
       slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:40]
       out[f"prompt{i}_{slug}"] = grids.make_grid(row, min(per, 8))

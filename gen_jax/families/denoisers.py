@@ -10,12 +10,13 @@ conditions: dropout to a null condition in training (the null class, id
 `num_classes`, or the empty caption) and classifier-free guidance,
 out_u + s (out_c - out_u).
 
-Two options of flow matching and EDM (`supports_latents_and_text`):
+Two options beyond pixels and classes:
 - latents (`config.autoencoder`, Rombach et al. 2022): the model learns the
   continuous latents of a trained VQ-VAE before quantization, divided by
   their standard deviation measured on the first batch; samples are decoded
   to pixels through the quantizer (`stage1.py`);
-- text (`config.data.captions`): the condition is a caption of byte ids
+- text (`config.data.captions`; flow matching and EDM): the condition is a
+  caption of byte ids
   from the data pipeline, read by a small Transformer text encoder that the
   network attends to through cross-attention
   (`models/text_conditioning.py`); `model.label_dropout` is then the
@@ -42,16 +43,15 @@ class DenoiserFamily(base.OneNetwork):
   sizes checked), images in [-1, 1] (or latents), optional classes or
   captions."""
 
-  supports_latents_and_text = False
+  supports_text = False  # captions (flow matching, EDM)
 
   def __init__(self, config, tokenizer=None):
     self.latent = "autoencoder" in config
     self.text = self.captioned = bool(config.data.get("captions", ""))
-    if (self.latent or self.text) and not self.supports_latents_and_text:
-      raise UserError(f"The '{config.family}' family trains on pixels with "
-                      "class labels; latents (config.autoencoder) and "
-                      "captions (data.captions) are options of flow_matching "
-                      "and edm.")
+    if self.text and not self.supports_text:
+      raise UserError(f"--config.data.captions: the '{config.family}' family "
+                      "is conditioned on class labels; captions are an "
+                      "option of flow_matching and edm.")
     self.space_shape = tuple(config.data.image_shape)
     if self.latent:
       self.stage1 = stage1.Stage1(config)
@@ -80,6 +80,7 @@ class DenoiserFamily(base.OneNetwork):
     self.model_parallel = name(config) == "dit"  # the DiT's heads split
     super().__init__(config, tokenizer)
     self.num_dims = int(np.prod(config.data.image_shape))
+    self._decode_fns: dict = {}
 
   def build_network(self, rngs):
     c = self.config
@@ -104,7 +105,7 @@ class DenoiserFamily(base.OneNetwork):
     def measure(model):
       z = jax.jit(lambda m, image: stage1.encode_latents(m, image))(
           model, batch["image"])
-      model.latent_std.value = jnp.std(z)
+      model.latent_std.set_value(jnp.std(z))
     return stage1.warm_start(self, state, measure)
 
   def partition_rules(self):
@@ -122,6 +123,16 @@ class DenoiserFamily(base.OneNetwork):
     if self.latent:
       return stage1.decode_latents(net, x)
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+  def finish(self, params, rest, x, sharding=None) -> jax.Array:
+    """A sampler's output -> images in [0, 1] (latents: decoded)."""
+    if not self.latent:
+      return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+    if sharding not in self._decode_fns:
+      self._decode_fns[sharding] = jax.jit(
+          lambda params, rest, x: self.to_images(self.network(params, rest),
+                                                 x), out_shardings=sharding)
+    return self._decode_fns[sharding](params, rest, x)
 
   def condition(self, batch, key: jax.Array | None, training: bool):
     """The condition of a batch (class ids, caption ids or None), replaced

@@ -75,6 +75,9 @@ class Diffusion(denoisers.DenoiserFamily):
     else:
       self.model_log_variance = self.sched.posterior_log_variance_clipped
     super().__init__(config, tokenizer)
+    if self.latent and config.sample.clip_denoised:
+      raise UserError("--config.sample.clip_denoised: latents are not "
+                      "bounded to [-1, 1]; set it to False.")
     self._plan()  # a bad sampler setting fails here, before any work
     self._chunk_fns: dict[tuple, Callable] = {}
     self._noise_fns: dict[tuple, Callable] = {}
@@ -97,11 +100,12 @@ class Diffusion(denoisers.DenoiserFamily):
   def loss_terms(self, net, batch, key, training: bool):
     """Simple loss: per-example mean squared error of the prediction -> [B]."""
     t_key, eps_key, drop_key, label_key, flip_key = jax.random.split(key, 5)
-    x0 = self.model_input(net, batch["image"])
-    b = x0.shape[0]
+    image = batch["image"]
+    b = image.shape[0]
     if training and self.config.data.random_flip:
       flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
-      x0 = jnp.where(flip, x0[:, :, ::-1], x0)
+      image = jnp.where(flip, image[:, :, ::-1], image)
+    x0 = self.model_input(net, image)
     t = jax.random.randint(t_key, (b,), 0, self.sched.num_timesteps)
     eps = jax.random.normal(eps_key, x0.shape)
     xt = schedules.q_sample(self.sched, x0, t, eps)
@@ -178,14 +182,14 @@ class Diffusion(denoisers.DenoiserFamily):
     y = batch["label"].astype(jnp.int32) if self.num_classes else None
     k = (self.config.eval.vlb_timesteps if final
          else self.config.eval.periodic_vlb_timesteps)
-    nll = self.vlb(net, x0, vlb_key, k, y)
-    return {
-        "loss": base.masked_sum(
-            self.loss_terms(net, batch, loss_key, False), batch),
-        "vlb_bits_per_dim": base.masked_sum(
-            likelihoods.bits_per_dim(nll, self.num_dims), batch),
-        "count": base.count(batch),
-    }
+    out = {"loss": base.masked_sum(
+        self.loss_terms(net, batch, loss_key, False), batch),
+           "count": base.count(batch)}
+    if not self.latent:  # the bound's decoder is over 8-bit pixels
+      nll = self.vlb(net, x0, vlb_key, k, y)
+      out["vlb_bits_per_dim"] = base.masked_sum(
+          likelihoods.bits_per_dim(nll, self.num_dims), batch)
+    return out
 
   # --- sampling --------------------------------------------------------------
 
@@ -287,7 +291,7 @@ class Diffusion(denoisers.DenoiserFamily):
       progress: called as progress(steps_done, steps_total) between chunks.
     """
     sampler, ts, t_prevs = self._plan()
-    shape = (num, *self.config.data.image_shape)
+    shape = (num, *self.space_shape)
     noise_key, chain_key = jax.random.split(key)
     cache_key = (shape, sharding)
     if cache_key not in self._noise_fns:
@@ -301,7 +305,7 @@ class Diffusion(denoisers.DenoiserFamily):
                              (params, rest, y), x, np.append(ts, t_prevs[-1]),
                              chain_key, self.config.sample.steps_per_call,
                              progress)
-      return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+      return self.finish(params, rest, x, sharding)
     run = self._chunk_fn(sampler)
     chunk = max(1, self.config.sample.steps_per_call)
     for start in range(0, len(ts), chunk):
@@ -310,7 +314,7 @@ class Diffusion(denoisers.DenoiserFamily):
       if progress is not None:
         x.block_until_ready()  # report work done, not work dispatched
         progress(min(start + chunk, len(ts)), len(ts))
-    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+    return self.finish(params, rest, x, sharding)
 
   def visualize(self, state, batch, key):
     del batch
