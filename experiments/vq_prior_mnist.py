@@ -10,7 +10,7 @@ precision, recall and class accuracy under the MNIST classifier.
 
   python -m gen_jax.main --exp=vqvae_mnist --workdir=runs/vqvae_mnist
   python -m gen_jax.main --exp=vq_prior_mnist --workdir=runs/vq_prior_mnist
-  python -m gen_jax.main --exp=vq_prior_mnist --workdir=runs/vq_prior_mnist --mode=sample --labels=7 --temperature=0.8
+  python -m gen_jax.main --exp=vq_prior_mnist --workdir=runs/vq_prior_mnist --mode=sample --labels=7 --num_samples=64 --temperature=0.8  # + 64 sevens as .npz
   python -m gen_jax.main --exp=vq_prior_mnist --workdir=runs/vq_prior_mnist --mode=eval
   python -m gen_jax.main --exp=vq_prior_mnist:smoke --workdir=runs/vq_prior_mnist_smoke  # after vqvae_mnist:smoke
 """
