@@ -17,6 +17,7 @@ from absl import flags
 from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import parallel
+from gen_jax import sampling
 from gen_jax import train as train_lib
 from gen_jax.errors import Interrupted
 from gen_jax.errors import Stopped
@@ -78,7 +79,7 @@ def main(argv):
   elif _MODE.value == "eval":
     train_lib.evaluate(config, _WORKDIR.value)
   else:
-    train_lib.sample(config, _WORKDIR.value)
+    sampling.sample(config, _WORKDIR.value)
 
 
 def _print_help() -> None:
