@@ -162,14 +162,9 @@ class Autoregressive(base.OneNetwork):
     del batch  # nothing is measured
     if not self.init_from:
       return None
-    model = self.network(parallel.to_host(state.params),
-                         parallel.to_host(state.rest))
+    model = self.host_network(state)
     gpt2.load_into(model, self.init_from)
-    _, params, rest = nnx.split(model, self.trainable, ...)
-    params = parallel.put_like(params, state.params)
-    rest = parallel.put_like(rest, state.rest)
-    ema = None if state.ema_params is None else params
-    return state.replace(params=params, rest=rest, ema_params=ema)
+    return self.with_network(state, model)
 
   def partition_rules(self):
     if self.arch == "transformer":

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from gen_jax import optim
+from gen_jax import parallel
 from gen_jax.errors import UserError
 from gen_jax.evaluation import grids
 
@@ -204,6 +205,24 @@ class OneNetwork(Family):
   def network(self, params: nnx.State, rest: nnx.State) -> nnx.Module:
     """The network holding `params` (trainable) and `rest` (everything else)."""
     return nnx.merge(self.graphdef, params, rest, copy=True)
+
+  def host_network(self, state: TrainState) -> nnx.Module:
+    """The network holding a state's weights on the host, to load
+    pretrained weights into outside `jit` (`warm_start`)."""
+    return self.network(parallel.to_host(state.params),
+                        parallel.to_host(state.rest))
+
+  def with_network(self, state: TrainState, model: nnx.Module
+                   ) -> TrainState:
+    """`state` holding `model`'s weights, laid out as `state`'s are; the EMA
+    restarts at them, in buffers of its own (the step donates the state,
+    and one buffer cannot be donated twice)."""
+    _, params, rest = nnx.split(model, self.trainable, ...)
+    params = parallel.put_like(params, state.params)
+    rest = parallel.put_like(rest, state.rest)
+    ema = (None if state.ema_params is None
+           else jax.tree.map(jnp.copy, params))
+    return state.replace(params=params, rest=rest, ema_params=ema)
 
   def inference_network(self, state: TrainState) -> nnx.Module:
     """The network eval and sampling use: EMA parameters when kept."""

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax import checkpointing
-from gen_jax import parallel
 from gen_jax.errors import UserError
 from gen_jax.families import denoisers, register, samplers
 from gen_jax.families.continuous import Continuous
@@ -123,15 +122,10 @@ class FlowMatching(Continuous):
     except (KeyError, IndexError, TypeError) as e:
       raise UserError(f"The checkpoint in {self.reflow_from} does not match "
                       f"its config.json ({e!r}).") from e
-    model = self.network(parallel.to_host(state.params),
-                         parallel.to_host(state.rest))
+    model = self.host_network(state)
     nnx.update(model.student, weights)
     nnx.update(model.teacher, weights)
-    _, params, rest = nnx.split(model, self.trainable, ...)
-    params = parallel.put_like(params, state.params)
-    rest = parallel.put_like(rest, state.rest)
-    ema = None if state.ema_params is None else params
-    return state.replace(params=params, rest=rest, ema_params=ema)
+    return self.with_network(state, model)
 
   def predict(self, net, x_BHWC, t_B, y_B=None, guidance_scale=1.0,
               dropout_key=None):

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from gen_jax import checkpointing
-from gen_jax import parallel
 from gen_jax.errors import UserError
 from gen_jax.families import vqvae
 from gen_jax.models import vqvae as vqvae_lib
@@ -104,18 +103,11 @@ class Stage1:
 def warm_start(family, state, measure=None):
   """Step 0 of a two-stage family: the stage-1 weights loaded into the
   state, then `measure(model)` (in place, e.g. the latents' scale)."""
-  model = family.network(parallel.to_host(state.params),
-                         parallel.to_host(state.rest))
+  model = family.host_network(state)
   family.stage1.load(model)
   if measure is not None:
     measure(model)
-  _, params, rest = nnx.split(model, family.trainable, ...)
-  params = parallel.put_like(params, state.params)
-  rest = parallel.put_like(rest, state.rest)
-  # The EMA starts at the weights, in buffers of its own (the step donates
-  # the state, and one buffer cannot be donated twice).
-  ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
-  return state.replace(params=params, rest=rest, ema_params=ema)
+  return family.with_network(state, model)
 
 
 def encode_latents(model: TwoStage, image_BHWC: jax.Array) -> jax.Array:
