@@ -15,6 +15,7 @@ import pytest
 
 from gen_jax import files
 from gen_jax import logging as log_lib
+from gen_jax import sampling
 from gen_jax import train
 from gen_jax.data import embedded
 from gen_jax.data import sources
@@ -86,7 +87,7 @@ def test_failed_png_keeps_the_old_grid_and_no_temp(tmp_path, monkeypatch):
 
 
 def _fake_run(workdir):
-  """Just what `train.export_samples` reads of a run."""
+  """Just what `sampling.export_samples` reads of a run."""
   return types.SimpleNamespace(
       config=ml_collections.ConfigDict(
           {"sample": {"num_samples": 3, "labels": ()}}),
@@ -101,12 +102,12 @@ def test_failed_sample_export_keeps_the_old_npz_and_no_temp(tmp_path,
   value = [1.0]
   monkeypatch.setattr(train, "generate", lambda *a, **k: (
       np.full((3, 2), value[0], np.float32), 0.0))
-  path = train.export_samples(run, None, 7, None)
+  path = sampling.export_samples(run, None, 7, None)
   assert path == tmp_path / "samples" / "sample_step_7.npz"
   value[0] = 2.0
   monkeypatch.setattr(np, "savez", _half_then_fail)
   with pytest.raises(OSError, match="No space"):
-    train.export_samples(run, None, 7, None)
+    sampling.export_samples(run, None, 7, None)
   with np.load(path) as f:
     np.testing.assert_array_equal(f["samples"], np.ones((3, 2)))
   assert _entries(path.parent) == ["sample_step_7.npz"]
