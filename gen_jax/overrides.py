@@ -39,6 +39,11 @@ FLAG_ALIASES = {
     "prompt": ("sample.prompts", list,
                "Text to continue (language models) or to draw (text-to-"
                "image); repeat the flag for several prompts."),
+    "source": ("sample.sources", list,
+               "A sentence to translate (translation models); repeat the "
+               "flag for several."),
+    "beam_size": ("sample.beam_size", int,
+                  "Beam size of translation (1 = greedy)."),
     "top_k": ("sample.top_k", int,
               "Sample among the k most likely tokens, 0 = all."),
     "top_p": ("sample.top_p", float,
@@ -58,7 +63,8 @@ FLAG_ALIASES = {
 # Keys whose default may be an empty tuple: the type of their entries.
 _ENTRY_TYPES = {"sample.labels": int, "data.image_shape": int,
                 "eval.prompts": str,
-                "mesh.shape": int, "mesh.axes": str, "sample.prompts": str}
+                "mesh.shape": int, "mesh.axes": str, "sample.prompts": str,
+                "sample.sources": str, "eval.beam_sizes": int}
 _LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError,
                    RecursionError)
 _MISSING = object()

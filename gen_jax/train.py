@@ -80,7 +80,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   conv_lib.set_impl(config.train.conv)
   mesh = parallel.make_mesh(config)
   data = pipeline.make(config, jax.process_index(), jax.process_count(),
-                       parallel.num_batch_shards(mesh))
+                       parallel.num_batch_shards(mesh), str(path))
   family = families.build(config, tokenizer=data.tokenizer)
   parallel.check_model_axis(mesh, family.model_parallel, config.family)
   root = jax.random.key(config.seed)
@@ -205,7 +205,13 @@ def eval_context(run: Run, state: PyTree) -> evaluators.EvalContext:
       captioned=run.family.captioned,
       sample_prompts=lambda prompts, scale: generate(
           run, state, len(prompts), key, prompts=prompts,
-          guidance_scale=scale))
+          guidance_scale=scale),
+      translate=(lambda source, beam: run.family.translate(
+          state, source, beam, parallel.batch_sharding(run.mesh)))
+      if run.family.translates else None,
+      detokenize=getattr(run.family.tokenizer, "decode", None),
+      output_dir=(run.workdir / "translations"
+                  if jax.process_index() == 0 else None))
 
 
 def final_eval(run: Run, state: PyTree) -> dict[str, float]:
@@ -295,16 +301,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   watch = checkpointing.PreemptionWatch(ckpt)
   done = start
   try:
-    compiled = None
+    # One executable per batch shape (data may cut batches to their
+    # longest row, e.g. length-bucketed sentence pairs).
+    compiled = {}
     for step in range(start, tc.num_steps):
       batch = parallel.global_batch(next(run.data.train), run.mesh)
       key = jax.random.fold_in(run.keys["train"], step)
-      if compiled is None:
+      shapes = tuple((k, v.shape) for k, v in sorted(batch.items()))
+      if shapes not in compiled:
         t0 = time.time()
-        compiled = train_step.lower(state, batch, key).compile()
-        logger.text(f"Compiled the train step in {time.time() - t0:.1f}s.")
+        compiled[shapes] = train_step.lower(state, batch, key).compile()
+        logger.text(f"Compiled the train step in {time.time() - t0:.1f}s"
+                    + (f" (batch shapes {dict(shapes)})." if len(compiled) > 1
+                       or step > start else "."))
         logger.reset_clock(step)
-      state, metrics = compiled(state, batch, key)
+      state, metrics = compiled[shapes](state, batch, key)
       drain()  # the previous step's metrics; the device is busy with this one
       pending = (step + 1, metrics)
       done = step + 1

@@ -13,11 +13,12 @@ from gen_jax import parallel
 from gen_jax.data import pipeline
 from gen_jax.data import text
 from gen_jax.data import tokenizers
+from gen_jax.data import translation
 
 DEVICES = 8
 # Data no test machine has (TFDS cifar10): only the family and the batch
 # arithmetic are checked.
-_NO_DATA = ("cifar10", "celeb_a_hq/256")
+_NO_DATA = ("cifar10", "celeb_a_hq/256", "wmt14_translate")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,8 @@ def test_default_config_lays_out_on_8_devices(name, data_dir, gpt2_dir,
     # encoding of the whole corpus would dominate the test).
     tokenizer = (tokenizers.make(config) if config.data.name in text.NAMES
                  else None)
+    if config.data.name in translation.NAMES:  # a vocabulary of bytes
+      tokenizer = translation.SubwordTokenizer.train(["a"], 300)
     family = families.build(config, tokenizer)
     parallel.check_model_axis(mesh, family.model_parallel, config.family)
     return

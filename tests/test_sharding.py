@@ -12,6 +12,7 @@ from gen_jax import config as config_lib
 from gen_jax import families
 from gen_jax import parallel
 from gen_jax.data import tokenizers
+from gen_jax.data import translation
 from gen_jax.errors import UserError
 from gen_jax.families import base
 
@@ -35,6 +36,8 @@ CASES = {
     "gan": ("dcgan_mnist:smoke", "g_loss", ()),
     # The EMA codebook's statistics are sums over the global batch.
     "vqvae": ("vqvae_mnist:smoke", "loss", ()),
+    # Encoder, decoder with cross-attention, shared embedding.
+    "seq2seq": ("transformer_translate:smoke", "loss", ()),
 }
 
 
@@ -44,6 +47,8 @@ def _family(exp, *overrides):
       "mesh.fsdp_min_size=64", f"train.ema_decay={EMA}", *overrides])
   tokenizer = (tokenizers.make(config) if config.family == "autoregressive"
                else None)
+  if config.family == "seq2seq":  # bytes and the specials: 259 tokens
+    tokenizer = translation.SubwordTokenizer.train(["a"], 300)
   return families.build(config, tokenizer)
 
 
@@ -53,6 +58,14 @@ def _batches(family, num=2, rows=16):
     t = family.config.data.seq_len + 1
     return [{"tokens": rng.integers(0, 256, (rows, t), np.int32)}
             for _ in range(num)]
+  if family.config.family == "seq2seq":  # right-padded pairs
+    def pairs():
+      lengths = rng.integers(1, 8, (2, rows, 1))
+      ids = rng.integers(3, 259, (2, rows, 8), np.int32)
+      ids = np.where(np.arange(8) < lengths, ids, 0)
+      target = np.concatenate([np.ones((rows, 1), np.int32), ids[1]], axis=1)
+      return {"source": ids[0], "target": target}
+    return [pairs() for _ in range(num)]
   shape = tuple(family.config.data.image_shape)
   return [{"image": rng.integers(0, 256, (rows, *shape), np.uint8),
            "label": rng.integers(0, 10, (rows,), np.int32)}

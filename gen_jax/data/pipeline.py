@@ -27,6 +27,7 @@ from gen_jax.data import mixtures
 from gen_jax.data import sources
 from gen_jax.data import text
 from gen_jax.data import tokenizers
+from gen_jax.data import translation
 from gen_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -44,7 +45,8 @@ class Data:
   local_batch_size: int
   eval_batch_size: int  # global rows of an eval batch, padding included
   # Text data: what made the ids; captioned images: the captions' tokenizer.
-  tokenizer: tokenizers.Tokenizer | captions.CaptionTokenizer | None = None
+  tokenizer: (tokenizers.Tokenizer | captions.CaptionTokenizer
+              | translation.SubwordTokenizer | None) = None
 
 
 class ArraySource:
@@ -95,24 +97,65 @@ def _local_size(global_size: int, process_count: int, what: str) -> int:
   return global_size // process_count
 
 
+class LengthBuckets(grain.MapDataset):
+  """Batches of examples of similar lengths, still in a seeded random order.
+
+  Each pool of `pool` consecutive batches of the parent (shuffled example
+  indices) is pooled, sorted by length and cut again into `pool` batches,
+  which come out in an order drawn from the seed and the pool's number. So
+  every epoch still sees every example once, a batch wastes little on
+  padding, and the order is a function of the position alone (a restored
+  iterator continues exactly).
+  """
+
+  def __init__(self, parent: grain.MapDataset, lengths: np.ndarray,
+               pool: int, seed: int):
+    super().__init__(parent)
+    self._lengths, self._pool, self._seed = lengths, pool, seed
+    self._cached = (None, None)
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __str__(self) -> str:
+    return f"LengthBuckets(pool={self._pool})"
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    p, j = divmod(index, self._pool)
+    if self._cached[0] != p:
+      ids = np.stack([self._parent[p * self._pool + k]
+                      for k in range(self._pool)])
+      flat = ids.reshape(-1)
+      flat = flat[np.argsort(self._lengths[flat], kind="stable")]
+      order = np.random.default_rng([self._seed, p]).permutation(self._pool)
+      self._cached = (p, flat.reshape(ids.shape)[order])
+    return self._cached[1][j]
+
+
 def train_dataset(source, batch_size: int, seed: int, process_index: int,
                   process_count: int,
                   transform: Callable[[Batch, np.ndarray, slice], Batch]
-                  | None = None) -> grain.MapDataset:
+                  | None = None, lengths: np.ndarray | None = None,
+                  pool: int = 1) -> grain.MapDataset:
   """Endless, seeded, per-epoch reshuffled batches; this process's slice of
   each, passed through `transform(slice's batch, the global batch's example
-  indices, the slice)` if given."""
+  indices, the slice)` if given. With `lengths` and `pool > 1` batches
+  hold examples of similar lengths (`LengthBuckets`)."""
   local = _local_size(batch_size, process_count, "batch_size")
   part = slice(process_index * local, (process_index + 1) * local)
 
   def read(idx):
     batch = _gather(source, idx[part])
     return batch if transform is None else transform(batch, idx, part)
-  return (grain.MapDataset.range(len(source))
-          .shuffle(seed=seed)
-          .repeat(None)
-          .batch(batch_size, drop_remainder=True)
-          .map(read))
+  ds = (grain.MapDataset.range(len(source))
+        .shuffle(seed=seed)
+        .repeat(None)
+        .batch(batch_size, drop_remainder=True))
+  if lengths is not None and pool > 1:
+    ds = LengthBuckets(ds, lengths, pool, seed)
+  return ds.map(read)
 
 
 def caption_transform(config: ml_collections.ConfigDict, training: bool
@@ -193,16 +236,22 @@ def padded_size(size: int, multiple: int) -> int:
 
 
 def make(config: ml_collections.ConfigDict, process_index: int = 0,
-         process_count: int = 1, batch_shards: int = 1) -> Data:
+         process_count: int = 1, batch_shards: int = 1,
+         run_dir: str | None = None) -> Data:
   """Builds the train iterator and the eval pass for `config.data`.
 
   `batch_shards`: the devices a batch is split over. Eval batches are padded
   (masked rows) to a multiple of it, so any `data.eval_batch_size` runs on
-  any number of devices.
+  any number of devices. `run_dir`: the run's directory, where data that
+  a run must keep (a learned vocabulary) is saved and read back.
   """
   tokenizer = None
   if config.data.name in text.NAMES:
     train_src, eval_src, name, tokenizer = text_sources(config)
+  elif config.data.name in translation.NAMES:  # sentence pairs, in memory
+    train_arrays, eval_arrays, name, tokenizer = translation.load(
+        config, run_dir)
+    train_src, eval_src = ArraySource(train_arrays), ArraySource(eval_arrays)
   elif config.data.name in mixtures.NAMES:  # synthetic, in memory
     name = config.data.name
     train_src, eval_src = map(ArraySource, mixtures.splits(name))
@@ -222,7 +271,7 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   add_captions = caption_transform(config, training=False)
   if add_captions is not None:
     tokenizer = captions.CaptionTokenizer(config.data.caption_length)
-  if config.data.name not in text.NAMES:
+  if config.data.name not in text.NAMES + translation.NAMES:
     expected = tuple(config.data.image_shape)
     if "image" not in train_src[0]:
       raise UserError(f"--config.data.name={config.data.name}: '{name}' has "
@@ -234,9 +283,13 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   num_eval = len(eval_src)
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)
+  transform, lengths, pool = caption_transform(config, training=True), None, 1
+  if config.data.name in translation.NAMES:
+    transform = translation.trim_transform(train_src.arrays)
+    lengths = translation.lengths(train_src.arrays)
+    pool = config.data.bucket_pool
   ds = train_dataset(train_src, config.data.batch_size, config.seed,
-                     process_index, process_count,
-                     caption_transform(config, training=True))
+                     process_index, process_count, transform, lengths, pool)
   # A thread reads ahead while the device computes; the iterator's state
   # still counts only the batches handed out, so checkpoints stay exact.
   train_iter = iter(ds.to_iter_dataset(

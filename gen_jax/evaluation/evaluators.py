@@ -15,7 +15,9 @@ Which evaluator runs: `config.eval.quality_features` names it when
       Gaussian mixtures (`modes`).
 With `config.eval.prompts` (text-to-image), 'prompts' runs too: class
 accuracy and attribute agreement of samples drawn for those prompts
-(`prompt_agreement`).
+(`prompt_agreement`). With `config.eval.beam_sizes` (translation),
+'translation' runs: sacrebleu's BLEU and chrF of the held-out split's
+translations at each beam size (`translation_quality`).
 A new evaluator registers itself with `@register(name)`.
 """
 
@@ -29,10 +31,12 @@ import numpy as np
 
 from gen_jax import config as config_lib
 from gen_jax.data import mixtures
+from gen_jax.errors import UserError
 from gen_jax.evaluation import features as features_lib
 from gen_jax.evaluation import modes
 from gen_jax.evaluation import prompt_agreement
 from gen_jax.evaluation import sample_quality
+from gen_jax.evaluation import translation_quality
 
 
 @dataclasses.dataclass
@@ -52,6 +56,12 @@ class EvalContext:
   # host, seconds/sample); a captioned family only.
   sample_prompts: Callable[[list[str], float],
                            tuple[np.ndarray, float]] | None = None
+  # translate(source ids [N, S], beam size) -> token ids [N, T]; a
+  # translating family only, with detokenize(ids) -> text.
+  translate: Callable[[np.ndarray, int], np.ndarray] | None = None
+  detokenize: Callable[[np.ndarray], str] | None = None
+  # Where an evaluator may write what it produced (None: nowhere).
+  output_dir: pathlib.Path | None = None
 
 
 class Evaluator(abc.ABC):
@@ -88,6 +98,8 @@ def configured(config: ml_collections.ConfigDict) -> list[Evaluator]:
     chosen.append(_REGISTRY[config.eval.quality_features](config))
   if config.eval.get("prompts", ()):
     chosen.append(_REGISTRY["prompts"](config))
+  if config.eval.get("beam_sizes", ()):
+    chosen.append(_REGISTRY["translation"](config))
   return chosen
 
 
@@ -98,6 +110,17 @@ def run_all(config: ml_collections.ConfigDict, ctx: EvalContext
   for evaluator in configured(config):
     result.update(evaluator(ctx))
   return result
+
+
+@register("translation")
+class TranslationQuality(Evaluator):
+  """sacrebleu's BLEU and chrF of the held-out translations, per beam."""
+
+  def __call__(self, ctx):
+    if ctx.translate is None:
+      raise UserError("--config.eval.beam_sizes: this family does not "
+                      "translate; leave it empty.")
+    return translation_quality.evaluate(ctx, tuple(self.config.eval.beam_sizes))
 
 
 @register("mixture_modes")

@@ -36,6 +36,7 @@ def _import_all() -> None:
   from gen_jax.families import flow_matching  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import diffusion  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import pixelcnn  # pylint: disable=g-import-not-at-top,unused-import
+  from gen_jax.families import seq2seq  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import flow  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import gan  # pylint: disable=g-import-not-at-top,unused-import
   from gen_jax.families import vae  # pylint: disable=g-import-not-at-top,unused-import

@@ -56,6 +56,9 @@ class Family(abc.ABC):
   # True: conditioned on captions; `sample` takes prompts= and
   # guidance_scale= (text-to-image).
   captioned: bool = False
+  # True: translates token sequences (`translate(state, source_ids, beam)`,
+  # scored by the 'translation' evaluator).
+  translates: bool = False
   # True: partition_rules split the network over a 'model' mesh axis.
   model_parallel: bool = False
 

@@ -106,9 +106,17 @@ class Block(nnx.Module):
     self.mlp_out = dense(cfg.hidden, d, out_std)
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def __call__(self, x_BTD, positions_BT, kv=None, rngs=None):
-    """kv: None (causal self-attention over x) or (k_cache, v_cache, index,
-    mask_BTS); returns (x, (k_cache, v_cache) or None)."""
+  def __call__(self, x_BTD, positions_BT, kv=None, rngs=None, mask_BTS=None):
+    """kv: None (self-attention over x: causal, or where `mask_BTS` allows)
+    or (k_cache, v_cache, index, mask_BTS); returns (x, (k_cache, v_cache)
+    or None)."""
+    x_BTD, new_kv = self.self_attention(x_BTD, positions_BT, kv, rngs,
+                                        mask_BTS)
+    return self.mlp(x_BTD, rngs), new_kv
+
+  def self_attention(self, x_BTD, positions_BT, kv=None, rngs=None,
+                     mask_BTS=None):
+    """The residual attention branch: x + Attn(LN(x)) (see `__call__`)."""
     cfg = self.cfg
     b, t, d = x_BTD.shape
     # jnp.split, not indexing: its gradient is one concatenation, where
@@ -118,7 +126,7 @@ class Block(nnx.Module):
     if cfg.positions == "rotary":
       q = attention.rotary(q, positions_BT, cfg.rotary_base)
       k = attention.rotary(k, positions_BT, cfg.rotary_base)
-    mask, new_kv = None, None
+    mask, new_kv = mask_BTS, None
     if kv is not None:
       k_cache, v_cache, index, mask = kv
       k_cache = jax.lax.dynamic_update_slice(
@@ -130,10 +138,13 @@ class Block(nnx.Module):
                             cfg.attention_impl).reshape(b, t, d)
     x_BTD = x_BTD + self.dropout(self.attn_out(a), rngs=rngs,
                                  deterministic=rngs is None)
-    h = jax.nn.gelu(self.fc(self.ln2(x_BTD)), approximate=True)
-    x_BTD = x_BTD + self.dropout(self.mlp_out(h), rngs=rngs,
-                                 deterministic=rngs is None)
     return x_BTD, new_kv
+
+  def mlp(self, x_BTD, rngs=None):
+    """The residual MLP branch: x + MLP(LN(x))."""
+    h = jax.nn.gelu(self.fc(self.ln2(x_BTD)), approximate=True)
+    return x_BTD + self.dropout(self.mlp_out(h), rngs=rngs,
+                                deterministic=rngs is None)
 
 
 class Transformer(nnx.Module):
@@ -262,12 +273,12 @@ def partition_rules(axes: tuple[str, ...]) -> tuple[tuple[str, P], ...]:
   fsdp = "fsdp" if "fsdp" in axes else None
   model = "model" if "model" in axes else None
   rules = (
-      (r"(qkv|fc)/kernel", P(fsdp, model)),
-      (r"(qkv|fc)/bias", P(model)),
-      (r"(attn_out|mlp_out)/kernel", P(model, fsdp)),
+      (r"(qkv|fc|cross_q|cross_kv)/kernel", P(fsdp, model)),
+      (r"(qkv|fc|cross_q|cross_kv)/bias", P(model)),
+      (r"(attn_out|mlp_out|cross_out)/kernel", P(model, fsdp)),
       (r"(qkv|fc)/lora_b", P(None, model)),
       (r"(attn_out|mlp_out)/lora_a", P(model, None)),
-      (r"(^|/)(embed|pos_embed)/", P(None, fsdp)),
+      (r"(^|/)(embed|pos_embed|source_embed)/", P(None, fsdp)),
       (r"head/kernel", P(fsdp, None)),
   )
   # A rule naming no axis of this mesh leaves the leaf to the default layout.

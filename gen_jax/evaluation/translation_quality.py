@@ -1,0 +1,67 @@
+"""BLEU and chrF of a translation model's held-out translations, by
+sacrebleu (Post 2018): the standard, reproducible implementation, scoring
+detokenized text against detokenized references, with its signature
+(tokenizer, smoothing, version) reported beside the score.
+
+For each beam size in `config.eval.beam_sizes` (1: greedy) the whole
+held-out split is translated; reported per beam K: bleu_beamK, chrf_beamK
+and sentences_per_second_beamK (decoding only). With an output directory the
+hypotheses are written one per line, in the split's order, as
+translations_beamK.txt, next to references.txt.
+"""
+
+import time
+
+from absl import logging
+import numpy as np
+import sacrebleu
+
+from gen_jax import files
+from gen_jax import logging as log_lib
+
+
+def corpus_scores(hypotheses: list[str], reference_streams: list[list[str]]
+                  ) -> dict[str, float | str]:
+  """Corpus BLEU and chrF of `hypotheses` against one or more reference
+  streams (each: one reference per hypothesis), and sacrebleu's signatures
+  of both."""
+  bleu = sacrebleu.metrics.BLEU()
+  chrf = sacrebleu.metrics.CHRF()
+  b = bleu.corpus_score(hypotheses, reference_streams)
+  c = chrf.corpus_score(hypotheses, reference_streams)
+  return {"bleu": b.score, "chrf": c.score,
+          "bleu_signature": str(bleu.get_signature()),
+          "chrf_signature": str(chrf.get_signature())}
+
+
+def evaluate(ctx, beam_sizes) -> dict[str, float]:
+  """Translates the held-out split at each beam size and scores it."""
+  batches = list(ctx.real_batches())
+  references = [ctx.detokenize(row) for b in batches for row in b["target"]]
+  num = len(references)
+  result = {}
+  for beam in beam_sizes:
+    progress = log_lib.Progress(f"translating (beam {beam})", num,
+                                " sentences")
+    hypotheses, seconds, done = [], 0.0, 0
+    for batch in batches:
+      t0 = time.time()
+      out = ctx.translate(batch["source"], beam)
+      seconds += time.time() - t0
+      hypotheses += [ctx.detokenize(row) for row in np.asarray(out)]
+      done += len(batch["source"])
+      progress(done)
+    scores = corpus_scores(hypotheses, [references])
+    logging.info("beam %d: BLEU %.2f (%s), chrF %.2f (%s), %d sentences",
+                 beam, scores["bleu"], scores["bleu_signature"],
+                 scores["chrf"], scores["chrf_signature"], num)
+    result[f"bleu_beam{beam}"] = scores["bleu"]
+    result[f"chrf_beam{beam}"] = scores["chrf"]
+    result[f"sentences_per_second_beam{beam}"] = num / max(seconds, 1e-9)
+    if ctx.output_dir is not None:
+      files.write_text(ctx.output_dir / f"translations_beam{beam}.txt",
+                       "".join(h + "\n" for h in hypotheses))
+  if ctx.output_dir is not None:
+    files.write_text(ctx.output_dir / "references.txt",
+                     "".join(r + "\n" for r in references))
+  return result
