@@ -166,41 +166,102 @@ class _TableModel:
                                         length=cache.length + 1)
 
 
+@flax.struct.dataclass
+class _RowsCache:
+  row: jax.Array  # [B] which table
+  prefix: jax.Array  # [B]
+
+
+class _Tables(_TableModel):
+  """One table per batch row (B different problems in one search)."""
+
+  def __init__(self, vocab, depth, seeds, eos):
+    self.rows = [_TableModel(vocab, depth, seed, eos) for seed in seeds]
+    self.vocab, self.eos = vocab, eos
+    self.table = jnp.stack([r.table for r in self.rows])
+
+  def init_cache(self, batch, num_slots=0):
+    del num_slots
+    return _RowsCache(row=jnp.arange(batch) % len(self.rows),
+                      prefix=jnp.zeros((batch,), jnp.int32))
+
+  def extend(self, tokens, valid, cache):
+    del valid
+    prefix = cache.prefix * self.vocab + tokens[:, 0]
+    return self.table[cache.row, prefix][:, None], cache.replace(
+        prefix=prefix)
+
+
+def _brute_force(model, limit, alpha):
+  """The best sequence (tokens until </s>, at most `limit`) and its score."""
+  best, best_score = None, -math.inf
+  for n in range(1, limit + 1):
+    for body in itertools.product(range(model.vocab - 1), repeat=n - 1):
+      seq = (*body, model.eos)
+      score = _score(model, seq) / float(
+          beam_search.length_penalty(jnp.array(n), alpha))
+      if score > best_score:
+        best, best_score = seq, score
+  return best, best_score
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_beam_search_finds_the_exact_best_sequence(alpha):
   """On tables whose best sequence greedy search misses, beam search (wide
-  enough) returns the exact best by brute force over every sequence."""
+  enough) returns the exact best by brute force over every sequence, per
+  row of a batch with different limits (early stopping included)."""
   vocab, steps, eos = 4, 4, 3
-  found = 0
-  for seed in range(40):
-    model = _TableModel(vocab, steps, seed, eos)
-    # Every sequence: tokens until the first eos, eos forced at the limit.
-    best, best_score = None, -math.inf
-    for n in range(1, steps + 1):
-      for body in itertools.product(range(vocab - 1), repeat=n - 1):
-        seq = (*body, eos)
-        score = _score(model, seq)
-        score /= float(beam_search.length_penalty(jnp.array(n), alpha))
-        if score > best_score:
-          best, best_score = seq, score
+  limits = [4, 2, 3]
+  greedy_misses = 0
+  for start in range(0, 36, 3):
+    seeds = list(range(start, start + 3))
+    model = _Tables(vocab, steps, seeds, eos)
     # As wide as the candidates of the widest step: exact.
     out, score = beam_search.beam_search(
-        model, model.init_cache(1), 1, (vocab - 1) ** (steps - 1) * vocab,
-        steps,
-        jnp.array([steps]),
-        bos_id=0, eos_id=eos, alpha=alpha)
-    out = tuple(int(t) for t in out[0])
-    n = out.index(eos) + 1
-    assert out[:n] == best, (seed, out, best)
-    np.testing.assert_allclose(float(score[0]), best_score, rtol=1e-5)
-    greedy = decoding.generate(model, jnp.zeros((1, 1), jnp.int32),
-                               jnp.ones((1, 1), bool), jax.random.key(0),
+        model, model.init_cache(3), 3, (vocab - 1) ** (steps - 1) * vocab,
+        steps, jnp.array(limits), bos_id=0, eos_id=eos, alpha=alpha)
+    greedy = decoding.generate(model, jnp.zeros((3, 1), jnp.int32),
+                               jnp.ones((3, 1), bool), jax.random.key(0),
                                steps, temperature=0.0, eos_id=eos)
-    g = [int(t) for t in greedy[0]]
-    g = tuple(g[:g.index(eos) + 1]) if eos in g else tuple(g[:steps - 1]) + (
-        eos,)
-    found += g != best
-  assert found >= 5  # cases where greedy search is not the best
+    for row, limit in enumerate(limits):
+      best, best_score = _brute_force(model.rows[row], limit, alpha)
+      got = tuple(int(t) for t in out[row])
+      got = got[:got.index(eos) + 1]
+      assert got == best, (seeds[row], got, best)
+      assert all(t == eos for t in out[row][len(got):])
+      np.testing.assert_allclose(float(score[row]), best_score, rtol=1e-5)
+      g = [int(t) for t in greedy[row]][:limit]
+      g = tuple(g[:g.index(eos) + 1]) if eos in g else tuple(g[:-1]) + (eos,)
+      greedy_misses += g != best
+  assert greedy_misses >= 5  # cases where greedy search is not the best
+
+
+@pytest.mark.parametrize("name", ["transformer", "lstm_additive"])
+def test_beam_scores_are_the_models_and_rows_do_not_interact(name):
+  """Beam 3 over a batch: each returned score is the model's teacher-forced
+  log-probability of the returned sequence / lp(length) (a wrong reordering
+  of the cache would break this), and each row's result is what it gets
+  decoded alone."""
+  model, alpha, steps = MODELS[name], 0.6, 7
+  limits = jnp.array([7, 4])
+  out, score = beam_search.beam_search(
+      model, model.init_cache(model.encode(SOURCE), steps + 1), 2, 3, steps,
+      limits, bos_id=1, eos_id=2, alpha=alpha)
+  for row in range(2):
+    seq = [int(t) for t in out[row]]
+    seq = seq[:seq.index(2) + 1]
+    assert len(seq) <= int(limits[row])
+    target = np.array([[1] + seq], np.int32)
+    logp = jax.nn.log_softmax(model(SOURCE[row:row + 1], target[:, :-1]))
+    total = float(jnp.sum(jnp.take_along_axis(
+        logp[0], target[0, 1:, None], axis=-1)))
+    lp = float(beam_search.length_penalty(jnp.array(len(seq)), alpha))
+    np.testing.assert_allclose(float(score[row]), total / lp, rtol=1e-4)
+    alone, alone_score = beam_search.beam_search(
+        model, model.init_cache(model.encode(SOURCE[row:row + 1]), steps + 1),
+        1, 3, steps, limits[row:row + 1], bos_id=1, eos_id=2, alpha=alpha)
+    np.testing.assert_array_equal(alone[0], out[row])
+    np.testing.assert_allclose(alone_score[0], score[row], rtol=1e-5)
 
 
 def _score(model, seq):

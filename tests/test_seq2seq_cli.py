@@ -33,10 +33,10 @@ def test_transformer_trains_translates_and_scores_with_sacrebleu(
   # gives the logged figures.
   out = workdir / "translations"
   refs = (out / "references.txt").read_text().splitlines()
-  assert len(refs) == 32
+  assert len(refs) == 30
   for beam in (1, 2):
     hyps = (out / f"translations_beam{beam}.txt").read_text().split("\n")[:-1]
-    assert len(hyps) == 32
+    assert len(hyps) == 30
     bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
     chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
     assert abs(bleu - final[f"bleu_beam{beam}"]) < 1e-6
@@ -83,3 +83,28 @@ def test_attention_lstm_trains_and_bad_options_fail_in_one_line(
   proc = run_main(["--exp=vae_mnist:smoke", f"--workdir={tmp_path / 'v'}",
                    "--source=Hello"], data_dir, check=False)
   assert proc.returncode == 2 and "takes no --source" in proc.stderr
+
+
+def test_resume_with_length_buckets_equals_uninterrupted(data_dir, tmp_path):
+  """Length-bucketed batches of changing shapes: a run stopped after 6
+  steps and resumed ends with the parameters of one that was not."""
+  import chex  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from gen_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gen_jax import train  # pylint: disable=g-import-not-at-top
+  config = config_lib.get_config("transformer_translate:smoke", [
+      f"data.data_dir={data_dir}", "train.num_steps=12", "data.bucket_pool=4",
+      "train.ckpt_every=100", "train.eval_every=100", "train.sample_every=100",
+      "eval.beam_sizes=()", "train.log_every=1"])
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  train.train_and_evaluate(config, str(straight))
+  assert train.train_and_evaluate(config, str(resumed), stop_after=6) == {}
+  train.train_and_evaluate(config, str(resumed))
+  restore = lambda w: ocp.StandardCheckpointer().restore(
+      f"{w}/checkpoints/12/state")
+  chex.assert_trees_all_equal(restore(straight), restore(resumed))
+  # The 12 batches came in more than one shape.
+  from gen_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  data = pipeline.make(config, run_dir=str(straight))
+  shapes = {next(data.train)["source"].shape for _ in range(12)}
+  assert len(shapes) > 1, shapes

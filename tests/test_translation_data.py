@@ -131,6 +131,12 @@ def test_system_catalogs_have_no_catalog_or_source_on_both_sides():
     ("50%% done", "50%% fertig", ("50% done", "50% fertig")),
     ("&Save", "&Speichern", ("Save", "Speichern")),
     ("a_b", "a_b", ("a_b", "a_b")),  # not a mnemonic (mid-word source)
+    # Positional in the source: numbered by appearance, matched by index.
+    ("%2$s in %1$s", "%1$s dans %2$s", ("{1} in {2}", "{2} dans {1}")),
+    ("100% complete", "100% fertig", ("100% complete", "100% fertig")),
+    ("{name}: %s", "{name}: %s", ("{1}: {2}", "{1}: {2}")),
+    ("%(user)s has %d files", "%d Dateien: %(user)s",
+     ("{1} has {2} files", "{2} Dateien: {1}")),
 ])
 def test_placeholders_and_mnemonics(source, target, expected):
   got = gettext_corpus.clean_pair(source, target)
@@ -179,6 +185,10 @@ def test_arrays_mark_pairs_and_drop_long_ones(german):
   assert dropped == 1
   assert arrays["source"].shape == (2, 16) and arrays["target"].shape == (2,
                                                                           16)
+  # No limit: every pair, as wide as the longest (40 'a ' tokens and more).
+  everything, none = translation.to_arrays(tok, pairs, max_len=None)
+  assert none == 0 and len(everything["source"]) == 3
+  assert everything["source"].shape[1] >= len(tok.encode("a " * 40)) + 1
   src, tgt = arrays["source"][0], arrays["target"][0]
   n = len(tok.encode("Open"))
   assert src[n] == translation.EOS and not src[n + 1:].any()
@@ -206,19 +216,42 @@ def test_length_buckets_cover_each_epoch_once_in_similar_lengths():
 
 
 def test_trimmed_batches_are_cut_by_the_global_batch():
+  assert [translation.bucket_width(n) for n in (1, 8, 9, 64, 65, 97)] == [
+      8, 8, 16, 64, 96, 128]
   source = np.zeros((4, 16), np.int32)
   target = np.zeros((4, 24), np.int32)
   source[0, :3], source[1, :10], source[2, :2], source[3, :2] = 5, 5, 5, 5
   target[:, :4] = 5
   target[3, :20] = 5
   cut = translation.trim_transform({"source": source, "target": target})
-  # This process holds rows 2 and 3; the global batch holds rows 0-3.
-  batch = {"source": source[2:], "target": target[2:]}
-  out = cut(batch, np.array([0, 1, 2, 3]), slice(2, 4))
+  # This process holds rows 2 and 3 of the global batch 0-3: its width is
+  # the global batch's (row 3's target, 20 tokens -> 24).
+  out = cut({"source": source[2:], "target": target[2:]},
+            np.array([0, 1, 2, 3]), slice(2, 4))
   assert out["source"].shape == (2, 16) and out["target"].shape == (2, 24)
-  out = cut(batch, np.array([2, 3]), slice(0, 2))
-  assert out["source"].shape == (2, 8) and out["target"].shape == (2, 24)
-  np.testing.assert_array_equal(out["source"], source[2:, :8])
+  # Rows 0 and 2: 4 tokens at most -> both sides cut to 8.
+  out = cut({"source": source[[0, 2]], "target": target[[0, 2]]},
+            np.array([0, 2]), slice(0, 2))
+  assert out["source"].shape == (2, 8) and out["target"].shape == (2, 8)
+  np.testing.assert_array_equal(out["source"], source[[0, 2], :8])
+  np.testing.assert_array_equal(out["target"], target[[0, 2], :8])
+  # Row 1's 10-token source -> 16.
+  out = cut({"source": source[[1, 2]], "target": target[[1, 2]]},
+            np.array([1, 2]), slice(0, 2))
+  assert out["source"].shape == (2, 16) and out["target"].shape == (2, 16)
+
+
+def test_threaded_reads_give_the_sequential_batches():
+  lengths = np.random.default_rng(1).integers(1, 50, 512)
+  source = pipeline.ArraySource({"x": np.arange(512), "n": lengths})
+  ds = pipeline.train_dataset(source, 8, seed=0, process_index=0,
+                              process_count=1, lengths=lengths, pool=4)
+  import grain  # pylint: disable=g-import-not-at-top
+  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=4,
+                                                 prefetch_buffer_size=16)))
+  fresh = pipeline.train_dataset(source, 8, 0, 0, 1, lengths=lengths, pool=4)
+  for i in range(150):
+    np.testing.assert_array_equal(next(it)["x"], fresh[i]["x"])
 
 
 def test_sources_fall_back_loudly_or_fail_clearly(tmp_path, caplog):

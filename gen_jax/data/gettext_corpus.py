@@ -40,7 +40,8 @@ HELD_OUT_MOD = 8
 PREFIXES = (sys.prefix, "/usr", "/usr/local")
 _SKIP_PREFIX = "iso_"
 
-_PRINTF = (r"%(?:(?P<pos>\d+)\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?"
+# Flags without the space flag: '100% complete' is text, not '% c'.
+_PRINTF = (r"%(?:(?P<pos>\d+)\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?"
            r"(?:hh|h|ll|l|L|q|j|z|t|I64|I32|I)?[diouxXeEfFgGaAcspn]")
 _PLACEHOLDER = re.compile(
     r"(?P<percent>%%)"
@@ -107,41 +108,52 @@ def normalize_placeholders(source: str, target: str | None = None
     target None when not given; None when the two sides disagree.
   """
   texts: list[str] = []
-  numbers: dict[str, int] = {}
-  kinds: dict[int, str] = {}  # number -> a printf conversion ('d', 's', ...)
+  numbers: dict[str, int] = {}  # named / brace / Qt placeholder -> number
+  # printf arguments: argument index (the k-th non-positional one is
+  # argument k, '%n$' is argument n) -> (number, conversion).
+  arguments: dict[int, tuple[int, str]] = {}
+
+  def new_number(text):
+    texts.append(text)
+    return len(texts)
+
+  def printf_argument(m, ordinal):
+    """The argument index of a printf match (ordinal: non-positional ones
+    so far on this side, a one-element list)."""
+    if m.group("pos"):
+      return int(m.group("pos"))
+    ordinal[0] += 1
+    return ordinal[0]
+
+  source_ordinal = [0]
 
   def source_sub(m):
     if m.group("percent"):
       return "%"
     text = m.group(0)
-    if m.group("printf") and not m.group("pos"):
-      texts.append(text)  # non-positional printf: its order is its number
-      kinds[len(texts)] = text[-1]
-      return "{%d}" % len(texts)
+    if m.group("printf"):
+      arg = printf_argument(m, source_ordinal)
+      if arg not in arguments:
+        arguments[arg] = (new_number(text), text[-1])
+      return "{%d}" % arguments[arg][0]
     if text not in numbers:
-      texts.append(text)
-      numbers[text] = len(texts)
-      if m.group("printf"):
-        kinds[len(texts)] = text[-1]
+      numbers[text] = new_number(text)
     return "{%d}" % numbers[text]
 
   new_source = _PLACEHOLDER.sub(source_sub, source)
   if target is None:
     return new_source, None, texts
   used: list[int] = []
-  counter = [0]
+  target_ordinal = [0]
 
   def target_sub(m):
     if m.group("percent"):
       return "%"
     text = m.group(0)
     if m.group("printf"):
-      if m.group("pos"):
-        number = int(m.group("pos"))
-      else:
-        counter[0] += 1
-        number = counter[0]
-      if kinds.get(number) != text[-1]:
+      number, kind = arguments.get(printf_argument(m, target_ordinal),
+                                   (-1, ""))
+      if kind != text[-1]:
         number = -1  # another type than the source's: a broken translation
     else:
       number = numbers.get(text, -1)

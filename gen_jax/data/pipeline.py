@@ -15,6 +15,7 @@ whose state (the position in that order) is saved with every checkpoint.
 import dataclasses
 import math
 import os
+import threading
 from typing import Callable, Iterator
 
 import grain
@@ -113,6 +114,7 @@ class LengthBuckets(grain.MapDataset):
     super().__init__(parent)
     self._lengths, self._pool, self._seed = lengths, pool, seed
     self._cached = (None, None)
+    self._lock = threading.Lock()  # the iterator reads on several threads
 
   def __len__(self) -> int:
     return len(self._parent)
@@ -124,14 +126,17 @@ class LengthBuckets(grain.MapDataset):
     if isinstance(index, slice):
       return self.slice(index)
     p, j = divmod(index, self._pool)
-    if self._cached[0] != p:
-      ids = np.stack([self._parent[p * self._pool + k]
-                      for k in range(self._pool)])
-      flat = ids.reshape(-1)
-      flat = flat[np.argsort(self._lengths[flat], kind="stable")]
-      order = np.random.default_rng([self._seed, p]).permutation(self._pool)
-      self._cached = (p, flat.reshape(ids.shape)[order])
-    return self._cached[1][j]
+    with self._lock:
+      pool, batches = self._cached
+      if pool != p:
+        ids = np.stack([self._parent[p * self._pool + k]
+                        for k in range(self._pool)])
+        flat = ids.reshape(-1)
+        flat = flat[np.argsort(self._lengths[flat], kind="stable")]
+        order = np.random.default_rng([self._seed, p]).permutation(self._pool)
+        batches = flat.reshape(ids.shape)[order]
+        self._cached = (p, batches)
+    return batches[j]
 
 
 def train_dataset(source, batch_size: int, seed: int, process_index: int,

@@ -21,9 +21,10 @@ the vocabulary size (learned once per corpus), and a copy goes into the
 run's directory, which a resumed run, its eval and its sampler read.
 
 Arrays: 'source' (ids, </s>, padding) and 'target' (<s>, ids, </s>,
-padding), [N, max_len + 1] and [N, max_len + 2] rounded up to a multiple of
-TRIM_MULTIPLE. Pairs with a side longer than
-`data.max_len` tokens are dropped from both splits (counted in the log).
+padding), [N, max_len + 1] and [N, max_len + 2] rounded up by
+`bucket_width`. Training pairs with a side longer than `data.max_len` tokens
+are left out (counted in the log); the held-out split keeps every pair, so
+its scores compare with other systems'.
 """
 
 import dataclasses
@@ -43,7 +44,7 @@ from gen_jax.errors import UserError
 NAMES = ("gettext", "wmt14_translate", "wmt16_translate")
 PAD, BOS, EOS = 0, 1, 2
 SPECIAL = ("<pad>", "<s>", "</s>")
-TRIM_MULTIPLE = 8  # train batches are cut to a multiple of this many tokens
+TRIM_MULTIPLE = 8  # batch widths are multiples of this (see bucket_width)
 _TFDS_PAIRS = {"wmt14_translate": ("cs-en", "de-en", "fr-en", "hi-en",
                                    "ru-en"),
                "wmt16_translate": ("cs-en", "de-en", "fi-en", "ro-en",
@@ -205,17 +206,26 @@ def tokenizer_for(pairs: Pairs, vocab_size: int, data_dir: str
   return tok
 
 
+def bucket_width(tokens: int) -> int:
+  """The batch width for a longest row of `tokens`: a multiple of 8 up to
+  64, of 32 beyond (few shapes to compile, little padding)."""
+  step = TRIM_MULTIPLE if tokens <= 64 else 32
+  return max(-(-tokens // step) * step, TRIM_MULTIPLE)
+
+
 def to_arrays(tok: SubwordTokenizer, pairs: list[tuple[str, str]],
-              max_len: int) -> tuple[dict[str, np.ndarray], int]:
-  """Padded id arrays of the pairs no longer than `max_len` on either side;
-  and how many were dropped."""
+              max_len: int | None) -> tuple[dict[str, np.ndarray], int]:
+  """Padded id arrays of the pairs no longer than `max_len` tokens on
+  either side (None: all, as wide as the longest); and how many were
+  dropped."""
   src_ids = tok.encode_batch([s for s, _ in pairs])
   tgt_ids = tok.encode_batch([t for _, t in pairs])
+  if max_len is None:
+    max_len = max([len(a) for a in src_ids] + [len(b) for b in tgt_ids] + [1])
   keep = [i for i, (a, b) in enumerate(zip(src_ids, tgt_ids))
           if len(a) <= max_len and len(b) <= max_len]
-  width = lambda n: -(-n // TRIM_MULTIPLE) * TRIM_MULTIPLE
-  source = np.zeros((len(keep), width(max_len + 1)), np.int32)
-  target = np.zeros((len(keep), width(max_len + 2)), np.int32)
+  source = np.zeros((len(keep), bucket_width(max_len + 1)), np.int32)
+  target = np.zeros((len(keep), bucket_width(max_len + 2)), np.int32)
   for row, i in enumerate(keep):
     a, b = src_ids[i], tgt_ids[i]
     source[row, :len(a) + 1] = a + [EOS]
@@ -229,22 +239,17 @@ def lengths(arrays: dict[str, np.ndarray]) -> np.ndarray:
                     np.sum(arrays["target"] != PAD, axis=1))
 
 
-def trim_transform(arrays: dict[str, np.ndarray], multiple: int = TRIM_MULTIPLE):
-  """A train-batch transform that cuts 'source' and 'target' to the global
-  batch's longest row, rounded up to `multiple` (so a handful of batch
-  shapes are compiled); the same on every process."""
-  source_len = np.sum(arrays["source"] != PAD, axis=1)
-  target_len = np.sum(arrays["target"] != PAD, axis=1)
-
-  def cut(width, full):
-    return min(-(-int(width) // multiple) * multiple, full)
+def trim_transform(arrays: dict[str, np.ndarray]):
+  """A train-batch transform that cuts 'source' and 'target' to one width:
+  the global batch's longest row, rounded up by `bucket_width` (so a
+  handful of batch shapes are compiled); the same on every process."""
+  longest = lengths(arrays)
 
   def transform(batch, idx, part):
     del part
-    s = cut(source_len[idx].max(), batch["source"].shape[1])
-    t = cut(target_len[idx].max(), batch["target"].shape[1])
-    return {**batch, "source": batch["source"][:, :s],
-            "target": batch["target"][:, :t]}
+    width = bucket_width(int(longest[idx].max()))
+    return {**batch, "source": batch["source"][:, :width],
+            "target": batch["target"][:, :width]}
   return transform
 
 
@@ -277,14 +282,15 @@ def load(config, run_dir: str | None = None
     if saved and jax.process_index() == 0:
       files.write_text(saved, tok.to_json())
   tok.placeholders = pairs.placeholders
-  train, dropped_train = to_arrays(tok, pairs.train, d.max_len)
-  held_out, dropped_eval = to_arrays(tok, pairs.eval, d.max_len)
+  train, dropped = to_arrays(tok, pairs.train, d.max_len)
+  # Held out: every pair, however long (scores stay comparable).
+  held_out, _ = to_arrays(tok, pairs.eval, None)
   if not len(train["source"]) or not len(held_out["source"]):
-    raise UserError(f"--config.data.max_len={d.max_len}: no pair is that "
-                    "short in one of the splits; raise it.")
-  logging.info("Translation data: %s; %d-token BPE; %d train / %d held-out "
-               "pairs of at most %d tokens (%d / %d longer ones dropped).",
-               pairs.dataset, tok.vocab_size, len(train["source"]),
-               len(held_out["source"]), d.max_len, dropped_train,
-               dropped_eval)
+    raise UserError(f"--config.data.max_len={d.max_len}: no training pair "
+                    "is that short; raise it.")
+  logging.info("Translation data: %s; %d-token BPE; %d train pairs of at "
+               "most %d tokens (%d longer ones left out), %d held-out pairs "
+               "(all, up to %d tokens).", pairs.dataset, tok.vocab_size,
+               len(train["source"]), d.max_len, dropped,
+               len(held_out["source"]), held_out["target"].shape[1] - 2)
   return train, held_out, pairs.dataset.split(" (")[0], tok

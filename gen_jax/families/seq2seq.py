@@ -145,10 +145,12 @@ class Seq2Seq(base.OneNetwork):
   def loss(self, network, batch, key):
     logits, labels, mask = self._logits(network, batch,
                                         nnx.Rngs(dropout=key))
-    v = logits.shape[-1]
-    soft = optax.smooth_labels(jax.nn.one_hot(labels, v), self.smoothing)
-    smoothed = optax.softmax_cross_entropy(logits, soft)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    # Cross entropy against (1 - eps) one-hot + eps / V (optax's
+    # smooth_labels), without building the [B, T, V] targets.
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    smoothed = (1 - self.smoothing) * nll - self.smoothing * jnp.mean(
+        logp, axis=-1)
     tokens = jnp.maximum(jnp.sum(mask), 1.0)
     return jnp.sum(smoothed * mask) / tokens, {
         "nll": jnp.sum(nll * mask) / tokens}
@@ -158,11 +160,14 @@ class Seq2Seq(base.OneNetwork):
   def eval_step(self, state, batch, key, final=False):
     del key, final  # exact: teacher forcing, nothing drawn
     logits, labels, mask = self._logits(self.inference_network(state), batch)
-    mask = mask * batch["mask"][:, None]
+    real = (mask * batch["mask"][:, None]) > 0
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return {"nll": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
-            "correct": jnp.sum(correct * mask), "count": base.count(batch)}
+    correct = jnp.argmax(logits, -1) == labels
+    # where, not a product: a padding row's logits need not be finite.
+    return {"nll": jnp.sum(jnp.where(real, nll, 0.0)),
+            "tokens": jnp.sum(real, dtype=jnp.float32),
+            "correct": jnp.sum(real & correct, dtype=jnp.float32),
+            "count": base.count(batch)}
 
   def summarize_eval(self, totals):
     loss = totals["nll"] / max(totals["tokens"], 1.0)
@@ -218,6 +223,9 @@ class Seq2Seq(base.OneNetwork):
       padded = np.pad(chunk, ((0, rows - len(chunk)), (0, 0)))
       padded[len(chunk):, 0] = self.tokenizer.eos_id  # a valid empty source
       fn = self._translate_fn(padded.shape, beam_size, sharding)
+      if sharding is not None:  # every process holds the whole batch
+        padded = jax.make_array_from_callback(
+            padded.shape, sharding, lambda index, a=padded: a[index])
       outs.append(np.asarray(parallel.to_host(fn(state, padded)))[:len(chunk)])
     return np.concatenate(outs) if outs else np.zeros((0, 1), np.int32)
 

@@ -5,7 +5,8 @@ tensor2tensor runs it: K live beams and K finished hypotheses per row. Each
 step extends every live beam by every token, keeps the 2K best candidates by
 log-probability, moves those among the K best that end in </s> to the
 finished set (as fairseq does: a hypothesis ends only if it survives the
-beam, which makes beam 1 exactly greedy search), scored log p / lp(length)
+beam, which makes beam 1 exactly greedy search when alpha = 0; with a length
+penalty a longer hypothesis may still win), scored log p / lp(length)
 with lp(n) = ((5 + n) / 6)^alpha (alpha = 0: plain log-probability), and
 keeps the K best of those that did not end alive. A row's last
 allowed step (its `limits` entry) may only emit </s>, so every row finishes.

@@ -123,8 +123,8 @@ class AttentionLSTM(nnx.Module):
       scores = hidden @ self.score_v[...].astype(hidden.dtype)
     else:
       scores = jnp.einsum("bh,bsh->bs", h_BH, cache.keys)
-    scores = jnp.where(cache.source_valid, scores.astype(jnp.float32),
-                       -jnp.inf)
+    # Finite: a row with no real token (eval padding) stays finite.
+    scores = jnp.where(cache.source_valid, scores.astype(jnp.float32), -1e9)
     weights = jax.nn.softmax(scores, axis=-1)
     context = jnp.einsum("bs,bsh->bh", weights.astype(cache.memory.dtype),
                          cache.memory)
