@@ -6,14 +6,16 @@ detokenized text against detokenized references, with its signature
 For each beam size in `config.eval.beam_sizes` (1: greedy) the whole
 held-out split is translated (in order of length, in batches of the eval
 batch's rows); reported per beam K: bleu_beamK, chrf_beamK
-and sentences_per_second_beamK (decoding only). With an output directory the
-hypotheses are written one per line, in the split's order, as
-translations_beamK.txt, next to references.txt.
+and sentences_per_second_beamK (decoding only); each beam's scores are
+printed with their signatures. With an output directory the hypotheses are
+written one per line, in the split's order, as translations_beamK.txt, next
+to references.txt and scores.json (the scores and signatures).
 """
 
+import json
 import time
 
-from absl import logging
+import jax
 import numpy as np
 import sacrebleu
 
@@ -45,7 +47,7 @@ def evaluate(ctx, beam_sizes) -> dict[str, float]:
   sources = np.concatenate([b["source"] for b in batches])
   num, rows = len(sources), max(len(b["source"]) for b in batches)
   order = np.argsort(np.sum(sources != 0, axis=1), kind="stable")
-  result = {}
+  result, signed = {}, {}
   for beam in beam_sizes:
     progress = log_lib.Progress(f"translating (beam {beam})", num,
                                 " sentences")
@@ -59,9 +61,11 @@ def evaluate(ctx, beam_sizes) -> dict[str, float]:
         hypotheses[i] = ctx.detokenize(row)
       progress(start + len(chunk))
     scores = corpus_scores(hypotheses, [references])
-    logging.info("beam %d: BLEU %.2f (%s), chrF %.2f (%s), %d sentences",
-                 beam, scores["bleu"], scores["bleu_signature"],
-                 scores["chrf"], scores["chrf_signature"], num)
+    signed[f"beam{beam}"] = scores
+    if jax.process_index() == 0:
+      print(f"beam {beam}: BLEU {scores['bleu']:.2f} "
+            f"({scores['bleu_signature']}), chrF {scores['chrf']:.2f} "
+            f"({scores['chrf_signature']}), {num} sentences", flush=True)
     result[f"bleu_beam{beam}"] = scores["bleu"]
     result[f"chrf_beam{beam}"] = scores["chrf"]
     result[f"sentences_per_second_beam{beam}"] = num / max(seconds, 1e-9)
@@ -71,4 +75,6 @@ def evaluate(ctx, beam_sizes) -> dict[str, float]:
   if ctx.output_dir is not None:
     files.write_text(ctx.output_dir / "references.txt",
                      "".join(r + "\n" for r in references))
+    files.write_text(ctx.output_dir / "scores.json",
+                     json.dumps(signed, indent=2))
   return result
