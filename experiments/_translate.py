@@ -76,8 +76,8 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.vocab_size = 400
   c.data.max_len = 16
   c.data.batch_size = 16
-  c.data.eval_batch_size = 16
-  c.eval.num_examples = 30  # the last eval batch is padded
+  c.data.eval_batch_size = 32
+  c.eval.num_examples = 30  # the eval batch has 2 padding rows
   c.eval.num_samples = 2
   c.eval.beam_sizes = (1, 2)
   c.sample.max_len_b = 4

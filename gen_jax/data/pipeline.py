@@ -196,17 +196,24 @@ def caption_transform(config: ml_collections.ConfigDict, training: bool
 
 
 def eval_batches(source, batch_size: int, num_examples: int,
-                 process_index: int, process_count: int) -> Iterator[Batch]:
-  """One pass, in a fixed order; the last batch is zero-padded, 'mask' marks real rows."""
+                 process_index: int, process_count: int,
+                 transform: Callable[[Batch, np.ndarray, slice], Batch]
+                 | None = None) -> Iterator[Batch]:
+  """One pass, in a fixed order; the last batch is zero-padded, 'mask' marks
+  real rows. `transform(batch, the global batch's real example indices,
+  this process's slice)` is applied if given."""
   local = _local_size(batch_size, process_count, "eval_batch_size")
+  part = slice(process_index * local, (process_index + 1) * local)
   for start in range(0, num_examples, batch_size):
-    idx = np.arange(start, start + batch_size)[process_index * local:
-                                               (process_index + 1) * local]
+    idx = np.arange(start, start + batch_size)[part]
     mask = idx < num_examples
     batch = _gather(source, np.where(mask, idx, 0))
     for key, value in batch.items():
       real = mask.reshape((-1,) + (1,) * (value.ndim - 1))
       batch[key] = np.where(real, value, np.zeros((), value.dtype))
+    if transform is not None:
+      batch = transform(batch, np.arange(start, min(start + batch_size,
+                                                    num_examples)), part)
     batch["mask"] = mask.astype(np.float32)
     yield batch
 
@@ -289,8 +296,10 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)
   transform, lengths, pool = caption_transform(config, training=True), None, 1
+  eval_transform = None
   if config.data.name in translation.NAMES:
     transform = translation.trim_transform(train_src.arrays)
+    eval_transform = translation.trim_transform(eval_src.arrays)
     lengths = translation.lengths(train_src.arrays)
     pool = config.data.bucket_pool
   ds = train_dataset(train_src, config.data.batch_size, config.seed,
@@ -306,7 +315,7 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
       eval_batches=lambda: (
           b if add_captions is None else add_captions(b)
           for b in eval_batches(eval_src, eval_size, num_eval, process_index,
-                                process_count)),
+                                process_count, eval_transform)),
       init_batch=ds[0],
       dataset=name,
       num_train=len(train_src),

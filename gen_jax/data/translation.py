@@ -240,9 +240,9 @@ def lengths(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def trim_transform(arrays: dict[str, np.ndarray]):
-  """A train-batch transform that cuts 'source' and 'target' to one width:
-  the global batch's longest row, rounded up by `bucket_width` (so a
-  handful of batch shapes are compiled); the same on every process."""
+  """A batch transform (train or eval) that cuts 'source' and 'target' to
+  one width: the global batch's longest row, rounded up by `bucket_width`
+  (so a handful of batch shapes are compiled); the same on every process."""
   longest = lengths(arrays)
 
   def transform(batch, idx, part):

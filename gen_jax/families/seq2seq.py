@@ -229,38 +229,47 @@ class Seq2Seq(base.OneNetwork):
       outs.append(np.asarray(parallel.to_host(fn(state, padded)))[:len(chunk)])
     return np.concatenate(outs) if outs else np.zeros((0, 1), np.int32)
 
-  def translate_text(self, state, texts: list[str], beam_size: int,
-                     sharding=None) -> list[str]:
-    """Translations of typed sentences (placeholders such as '%s' kept)."""
+  def _typed(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+    """Typed sentences -> (source ids [N, S], each ending in </s>; each
+    sentence's placeholders)."""
     encoded = [self.tokenizer.encode_source(t) for t in texts]
     width = max(len(ids) for ids, _ in encoded) + 1
     source = np.zeros((len(texts), width), np.int32)
     for i, (ids, _) in enumerate(encoded):
       source[i, :len(ids) + 1] = list(ids) + [self.tokenizer.eos_id]
+    return source, [found for _, found in encoded]
+
+  def translate_text(self, state, texts: list[str], beam_size: int,
+                     sharding=None) -> list[str]:
+    """Translations of typed sentences (placeholders such as '%s' kept)."""
+    source, placeholders = self._typed(texts)
     out = self.translate(state, source, beam_size, sharding)
     return [self.tokenizer.restore(self.tokenizer.decode(row), found)
-            for row, (_, found) in zip(out, encoded)]
+            for row, found in zip(out, placeholders)]
+
+  def _cycled_sources(self, num: int) -> list[str]:
+    sources = self._sources()
+    return [sources[i % len(sources)] for i in range(num)]
 
   def sample(self, state, key, num, labels=None, sharding=None,
              progress=None):
     """Beam-search translations of `sample.sources`, cycled over `num`."""
     del key, labels, sharding  # deterministic; batches of eval_batch_size
-    sources = self._sources()
-    texts = [sources[i % len(sources)] for i in range(num)]
-    encoded = [self.tokenizer.encode_source(t)[0] for t in texts]
-    width = max(len(ids) for ids in encoded) + 1
-    source = np.zeros((num, width), np.int32)
-    for i, ids in enumerate(encoded):
-      source[i, :len(ids) + 1] = list(ids) + [self.tokenizer.eos_id]
-    out = self.translate(state, source, self.config.sample.beam_size)
+    out = self.translate(state, self._typed(self._cycled_sources(num))[0],
+                         self.config.sample.beam_size)
     if progress is not None:
       progress(1, 1)
     return out
 
   def export_samples(self, samples):
+    """Token ids, the sources and the translations (placeholders back)."""
     ids = np.asarray(samples)
-    return {"tokens": ids.astype(np.int32),
-            "text": np.array([self.tokenizer.decode(row) for row in ids])}
+    sources = self._cycled_sources(len(ids))
+    placeholders = self._typed(sources)[1]
+    return {"tokens": ids.astype(np.int32), "source": np.array(sources),
+            "text": np.array([self.tokenizer.restore(self.tokenizer.decode(r),
+                                                     found)
+                              for r, found in zip(ids, placeholders)])}
 
   def _sources(self) -> list[str]:
     sources = list(self.config.sample.sources)
