@@ -86,7 +86,7 @@ def test_translation_notebook_and_its_run_through_the_cli(
   # notebook run's (to 1e-4: XLA's optimization level differs in-process).
   resumed = tmp_path / "resumed"
   short = ["--exp=transformer_translate:smoke", f"--workdir={resumed}",
-           "--config.eval.beam_sizes=()"]
+           "--config.eval.beam_sizes=()", "--config.sample.sources=()"]
   proc = run_main(short + ["--config.train.num_steps=10"], data_dir)
   assert proc.stdout.count("Compiled the train step") > 1, proc.stdout
   run_main(short, data_dir)

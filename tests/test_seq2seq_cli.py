@@ -22,7 +22,7 @@ def test_attention_lstm_trains_and_bad_options_fail_in_one_line(
   # test_colab_translation.py.)
   args = ["--exp=lstm_translate:smoke", f"--workdir={workdir}",
           "--config.model.attention=multiplicative",
-          "--config.eval.beam_sizes=()"]
+          "--config.eval.beam_sizes=()", "--config.sample.sources=()"]
   run_main(args, data_dir)
   train = [r for r in files.read_jsonl(workdir / "metrics.jsonl")
            if r["split"] == "train"]
