@@ -61,9 +61,16 @@ def add_translation_defaults(c: ml_collections.ConfigDict
   c.data.num_classes = 0
   c.train.b2 = 0.98
   c.train.grad_clip_norm = 1.0
+  # The loop of the 2-CPU-core runs (about 15 minutes of training).
+  c.train.learning_rate = 1e-3  # the peak, reached at the end of warm-up
+  c.train.warmup_steps = 400
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.ckpt_every = 500
+  c.train.sample_every = 500
   c.eval.num_samples = 6  # translations in samples/step_N.txt
   c.eval.beam_sizes = (1, 4)  # BLEU / chrF of the held-out split at each
-  c.sample.sources = ()  # --source=...: translate these (--mode=sample)
+  c.sample.sources = SOURCES  # --source=...: translate these instead
   c.sample.beam_size = 4
   c.sample.length_penalty = 0.6  # GNMT's alpha; 0: none
   c.sample.max_len_a = 1.5  # a row emits at most a * source length + b

@@ -27,11 +27,4 @@ def get_config():
   c.model = _translate.lstm_defaults()
 
   c.train.num_steps = 1100
-  c.train.learning_rate = 1e-3
-  c.train.warmup_steps = 400
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.ckpt_every = 500
-  c.train.sample_every = 500
-  c.sample.sources = _translate.SOURCES
   return c

@@ -31,12 +31,5 @@ def get_config():
   c.model.width = 256
 
   c.train.num_steps = 1700
-  c.train.learning_rate = 1e-3  # the peak, reached at the end of warm-up
   c.train.lr_schedule = "rsqrt"
-  c.train.warmup_steps = 400
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.ckpt_every = 500
-  c.train.sample_every = 500
-  c.sample.sources = _translate.SOURCES
   return c

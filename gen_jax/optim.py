@@ -28,8 +28,9 @@ def learning_rate_schedule(train: ml_collections.ConfigDict,
   end = peak * train.final_lr_fraction
   if train.lr_schedule == "rsqrt":
     w = max(warmup, 1)
-    return lambda step: peak * jnp.minimum(
-        (step + 1) / w, jnp.sqrt(w / jnp.maximum(step + 1.0, 1.0)))
+    # Step s is the (s + 1)-th update.
+    return lambda step: peak * jnp.minimum((step + 1.0) / w,
+                                           jnp.sqrt(w / (step + 1.0)))
   if train.lr_schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), total,
                                               end_value=end)

@@ -313,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         compiled[shapes] = train_step.lower(state, batch, key).compile()
         logger.text(f"Compiled the train step in {time.time() - t0:.1f}s"
                     + (f" (batch shapes {dict(shapes)})." if len(compiled) > 1
-                       or step > start else "."))
+                       else "."))
         logger.reset_clock(step)
       state, metrics = compiled[shapes](state, batch, key)
       drain()  # the previous step's metrics; the device is busy with this one

@@ -223,7 +223,8 @@ def test_trimmed_batches_are_cut_by_the_global_batch():
   source[0, :3], source[1, :10], source[2, :2], source[3, :2] = 5, 5, 5, 5
   target[:, :4] = 5
   target[3, :20] = 5
-  cut = translation.trim_transform({"source": source, "target": target})
+  cut = translation.trim_transform(
+      translation.lengths({"source": source, "target": target}))
   # This process holds rows 2 and 3 of the global batch 0-3: its width is
   # the global batch's (row 3's target, 20 tokens -> 24).
   out = cut({"source": source[2:], "target": target[2:]},

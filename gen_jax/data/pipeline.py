@@ -298,9 +298,10 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   transform, lengths, pool = caption_transform(config, training=True), None, 1
   eval_transform = None
   if config.data.name in translation.NAMES:
-    transform = translation.trim_transform(train_src.arrays)
-    eval_transform = translation.trim_transform(eval_src.arrays)
     lengths = translation.lengths(train_src.arrays)
+    transform = translation.trim_transform(lengths)
+    eval_transform = translation.trim_transform(
+        translation.lengths(eval_src.arrays))
     pool = config.data.bucket_pool
   ds = train_dataset(train_src, config.data.batch_size, config.seed,
                      process_index, process_count, transform, lengths, pool)

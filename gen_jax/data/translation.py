@@ -239,11 +239,11 @@ def lengths(arrays: dict[str, np.ndarray]) -> np.ndarray:
                     np.sum(arrays["target"] != PAD, axis=1))
 
 
-def trim_transform(arrays: dict[str, np.ndarray]):
+def trim_transform(longest: np.ndarray):
   """A batch transform (train or eval) that cuts 'source' and 'target' to
-  one width: the global batch's longest row, rounded up by `bucket_width`
-  (so a handful of batch shapes are compiled); the same on every process."""
-  longest = lengths(arrays)
+  one width: the global batch's longest row (`longest`: each example's,
+  from `lengths`), rounded up by `bucket_width` (so a handful of batch
+  shapes are compiled); the same on every process."""
 
   def transform(batch, idx, part):
     del part

@@ -211,13 +211,10 @@ class EncoderDecoder(nnx.Module):
     """A decoding cache of `num_slots` target tokens for `encode`'s output;
     each layer's cross-attention keys and values, computed once."""
     x, valid = memory
-    b = x.shape[0]
     cfg = self.cfg
-    shape = (b, num_slots, cfg.num_heads, cfg.width // cfg.num_heads)
-    zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in self.decoder)
-    self_kv = transformer.KVCache(
-        k=zeros, v=zeros, valid=jnp.zeros((b, num_slots), bool),
-        index=jnp.zeros((), jnp.int32), length=jnp.zeros((b,), jnp.int32))
+    self_kv = transformer.KVCache.empty(
+        x.shape[0], num_slots, len(self.decoder), cfg.num_heads,
+        cfg.width // cfg.num_heads, cfg.dtype)
     kvs = [block.memory_kv(x) for block in self.decoder]
     return DecoderCache(self_kv=self_kv, cross_k=tuple(k for k, _ in kvs),
                         cross_v=tuple(v for _, v in kvs), source_valid=valid)
@@ -226,10 +223,7 @@ class EncoderDecoder(nnx.Module):
              cache: DecoderCache) -> tuple[jax.Array, DecoderCache]:
     """T more target tokens (no dropout) -> (logits [B, T, V], cache)."""
     c = cache.self_kv
-    t = tokens_BT.shape[1]
-    positions = jnp.maximum(c.length[:, None] + jnp.cumsum(valid_BT, 1) - 1, 0)
-    valid = jax.lax.dynamic_update_slice(c.valid, valid_BT, (0, c.index))
-    mask = attention.cache_mask(valid, c.index, t)
+    positions, valid, mask = c.slots_for(valid_BT)
     x = self._embed(self.embed, tokens_BT, positions, None)
     ks, vs = [], []
     for block, k, v, ck, cv in zip(self.decoder, c.k, c.v, cache.cross_k,
@@ -238,7 +232,5 @@ class EncoderDecoder(nnx.Module):
                         kv=(k, v, c.index, mask))
       ks.append(k)
       vs.append(v)
-    self_kv = transformer.KVCache(
-        k=tuple(ks), v=tuple(vs), valid=valid, index=c.index + t,
-        length=c.length + jnp.sum(valid_BT, axis=1, dtype=jnp.int32))
-    return self._logits(x), cache.replace(self_kv=self_kv)
+    return self._logits(x), cache.replace(
+        self_kv=c.advanced(ks, vs, valid, valid_BT))

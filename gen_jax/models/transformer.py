@@ -80,6 +80,35 @@ class KVCache:
   index: jax.Array  # [] the next slot to write
   length: jax.Array  # [B] real tokens so far = the next token's position
 
+  @classmethod
+  def empty(cls, batch_size: int, num_slots: int, num_layers: int,
+            num_heads: int, head_dim: int, dtype) -> "KVCache":
+    shape = (batch_size, num_slots, num_heads, head_dim)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))
+    return cls(k=zeros, v=zeros, valid=jnp.zeros((batch_size, num_slots), bool),
+               index=jnp.zeros((), jnp.int32),
+               length=jnp.zeros((batch_size,), jnp.int32))
+
+  def slots_for(self, valid_BT: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For T more tokens (False: padding): their positions [B, T], the
+    slots' validity with theirs written [B, S], and the attention mask
+    [B, T, S] of their queries."""
+    positions = self.length[:, None] + jnp.cumsum(valid_BT, axis=1) - 1
+    valid = jax.lax.dynamic_update_slice(self.valid, valid_BT,
+                                         (0, self.index))
+    return (jnp.maximum(positions, 0), valid,
+            attention.cache_mask(valid, self.index, valid_BT.shape[1]))
+
+  def advanced(self, ks, vs, valid: jax.Array, valid_BT: jax.Array
+               ) -> "KVCache":
+    """The cache after writing T tokens: every layer's keys and values, the
+    slots' validity from `slots_for`."""
+    return KVCache(k=tuple(ks), v=tuple(vs), valid=valid,
+                   index=self.index + valid_BT.shape[1],
+                   length=self.length + jnp.sum(valid_BT, axis=1,
+                                                dtype=jnp.int32))
+
 
 def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(cfg.width, epsilon=cfg.layer_norm_eps,
@@ -218,13 +247,8 @@ class Transformer(nnx.Module):
 
   def init_cache(self, batch_size: int, num_slots: int) -> KVCache:
     self._check_length(num_slots)
-    shape = (batch_size, num_slots, self.cfg.num_heads, self.cfg.head_dim)
-    zeros = tuple(jnp.zeros(shape, self.cfg.dtype)
-                  for _ in range(self.cfg.num_layers))
-    return KVCache(k=zeros, v=zeros,
-                   valid=jnp.zeros((batch_size, num_slots), bool),
-                   index=jnp.zeros((), jnp.int32),
-                   length=jnp.zeros((batch_size,), jnp.int32))
+    return KVCache.empty(batch_size, num_slots, self.cfg.num_layers,
+                         self.cfg.num_heads, self.cfg.head_dim, self.cfg.dtype)
 
   def extend(self, tokens_BT: jax.Array, valid_BT: jax.Array,
              cache: KVCache) -> tuple[jax.Array, KVCache]:
@@ -240,22 +264,14 @@ class Transformer(nnx.Module):
     Returns:
       logits [B, T, V] (float32) and the updated cache.
     """
-    t = tokens_BT.shape[1]
-    positions = cache.length[:, None] + jnp.cumsum(valid_BT, axis=1) - 1
-    positions = jnp.maximum(positions, 0)
-    valid = jax.lax.dynamic_update_slice(cache.valid, valid_BT,
-                                         (0, cache.index))
-    mask = attention.cache_mask(valid, cache.index, t)
+    positions, valid, mask = cache.slots_for(valid_BT)
     x = self._embed(tokens_BT, positions, None)
     ks, vs = [], []
     for block, k, v in zip(self.blocks, cache.k, cache.v):
       x, (k, v) = block(x, positions, kv=(k, v, cache.index, mask))
       ks.append(k)
       vs.append(v)
-    cache = KVCache(k=tuple(ks), v=tuple(vs), valid=valid,
-                    index=cache.index + t,
-                    length=cache.length + jnp.sum(valid_BT, axis=1,
-                                                  dtype=jnp.int32))
+    cache = cache.advanced(ks, vs, valid, valid_BT)
     return self._logits(x), cache
 
 
