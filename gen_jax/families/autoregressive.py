@@ -199,6 +199,24 @@ class Autoregressive(base.OneNetwork):
             "bytes": base.masked_sum(jnp.sum(target_bytes, axis=1), batch),
             "count": base.count(batch)}
 
+  def score(self, state, batch, key, final=False):
+    """batch: 'tokens' [B, T + 1] (BOS, the text, padding) and 'token_mask'
+    [B, T], 1 where tokens[:, 1:] is the text (causal: the padding after
+    it changes nothing before it)."""
+    del key, final  # exact
+    nll = self.token_nll(self.inference_network(state), batch["tokens"])
+    mask = batch["token_mask"].astype(jnp.float32)
+    return {"nll": jnp.sum(nll * mask, axis=1), "dims": jnp.sum(mask, axis=1)}
+
+  def score_notes(self, final=False):
+    return {"nll": "exact: -log p of the tokens after BOS (nats); per dim: "
+                   "per token"}
+
+  @property
+  def context_length(self) -> int:
+    """Tokens the network reads at once; 0: no limit (the LSTM)."""
+    return getattr(self.model_cfg, "context_length", 0)
+
   def summarize_eval(self, totals):
     loss = totals["nll"] / totals["tokens"]
     return {"loss": loss, "bits_per_token": loss / likelihoods.LOG2,
@@ -211,7 +229,7 @@ class Autoregressive(base.OneNetwork):
     """Prompt strings -> token lists ('' -> [bos]), cut on the left to leave
     room for the new tokens in the Transformer's context."""
     s = self.config.sample
-    room = getattr(self.model_cfg, "context_length", 0)
+    room = self.context_length
     if room and s.max_new_tokens >= room:
       raise UserError(f"--config.sample.max_new_tokens={s.max_new_tokens} "
                       f"must be below the context length {room}.")

@@ -90,6 +90,32 @@ class Family(abc.ABC):
     IWAE bound with 1000 samples, instead of the cheaper periodic ones.
     """
 
+  def score(self, state: PyTree, batch: Batch, key: jax.Array,
+            final: bool = False) -> Metrics:
+    """Per-example scores of how unlike the training data each row of
+    `batch` is (pure; compiled by `--mode=score`): name -> [B] float32,
+    larger = more unusual.
+
+    'nll': -log p(x) in nats of the data as the family models it (the
+    8-bit image, the binarized image, the tokens), exact or a bound as
+    `score_notes` says; 'dims': the dimensions it covers (pixels x
+    channels, or tokens), for bits/dim. An autoencoder adds
+    'reconstruction_error'. `final` (static) asks for the final eval's
+    estimates (more importance samples, every diffusion timestep).
+    """
+    del state, batch, key, final
+    raise UserError(
+        f"The '{self.config.family}' family assigns no likelihood or "
+        "reconstruction error to an input; --mode=score reads a VAE, flow, "
+        "PixelCNN, diffusion, flow-matching, EDM, VQ-VAE, token-prior or "
+        "language-model run.")
+
+  def score_notes(self, final: bool = False) -> dict[str, str]:
+    """What each of `score`'s values is: exact, a bound (which), an
+    estimate; written beside the scores."""
+    del final
+    return {}
+
   def summarize_eval(self, totals: Mapping[str, float]) -> dict[str, float]:
     """Turns summed eval metrics into the reported ones (default: means)."""
     count = totals["count"]

@@ -134,6 +134,15 @@ class DenoiserFamily(base.OneNetwork):
                                                  x), out_shardings=sharding)
     return self._decode_fns[sharding](params, rest, x)
 
+  def check_scorable(self) -> None:
+    """Refuses --mode=score where the likelihood is not of the pixels (a
+    latent model) or needs a caption."""
+    if self.latent or self.text:
+      raise UserError(
+          "--mode=score needs a likelihood of the pixels; this "
+          f"{'latent' if self.latent else 'caption-conditioned'} model has "
+          "none (score its VQ-VAE or an image-space model instead).")
+
   def condition(self, batch, key: jax.Array | None, training: bool):
     """The condition of a batch (class ids, caption ids or None), replaced
     by the null one at `model.label_dropout` in training."""

@@ -191,6 +191,24 @@ class Diffusion(denoisers.DenoiserFamily):
           likelihoods.bits_per_dim(nll, self.num_dims), batch)
     return out
 
+  def score(self, state, batch, key, final=False):
+    self.check_scorable()
+    net = self.inference_network(state)
+    y = batch["label"].astype(jnp.int32) if self.num_classes else None
+    nll = self.vlb(net, self.model_input(net, batch["image"]), key,
+                   self._strata(final), y)
+    return {"nll": nll, "dims": jnp.full(nll.shape, float(self.num_dims))}
+
+  def _strata(self, final: bool) -> int:
+    return (self.config.eval.vlb_timesteps if final
+            else self.config.eval.periodic_vlb_timesteps)
+
+  def score_notes(self, final=False):
+    k = min(self._strata(final), self.sched.num_timesteps - 1)
+    return {"nll": "upper bound: the variational bound on -log p of the "
+                   f"8-bit image (T = {self.sched.num_timesteps}, an "
+                   f"unbiased estimate over {k} stratified timesteps)"}
+
   # --- sampling --------------------------------------------------------------
 
   def _plan(self) -> tuple[str, np.ndarray, np.ndarray]:

@@ -161,6 +161,37 @@ class VAE(base.OneNetwork):
     }
     return sums
 
+  def score(self, state, batch, key, final=False):
+    data_key, iwae_key = jax.random.split(key)
+    model = self.inference_network(state)
+    x = self.preprocess(batch["image"], data_key)
+    y = self._onehot(batch)
+    k = self._score_samples(final)
+    nll = -self.iwae_log_likelihood(model, x, y, iwae_key, k,
+                                    self._iwae_chunk(k, x.shape[0]))
+    if self.likelihood == "gaussian":  # density on [0, 1] -> 8-bit pixels
+      nll = nll + likelihoods.dequantization_nats(self.num_pixels)
+    mean, _ = model.encoder(x, y)
+    recon = self.mean_image(model.decoder(mean, y))
+    error = jnp.mean((recon - batch["image"].astype(jnp.float32) / 255.0)**2,
+                     axis=(1, 2, 3))
+    return {"nll": nll, "dims": jnp.full(nll.shape, float(self.num_pixels)),
+            "reconstruction_error": error}
+
+  def _score_samples(self, final: bool) -> int:
+    return (self.config.eval.num_importance_samples if final
+            else self.config.eval.periodic_importance_samples)
+
+  def score_notes(self, final=False):
+    data = ("the 8-bit image (uniform dequantization)"
+            if self.likelihood == "gaussian"
+            else "the image binarized with the scoring key")
+    return {"nll": f"upper bound: the importance-weighted bound (IWAE, k="
+                   f"{self._score_samples(final)}) on -log p of {data}",
+            "reconstruction_error": "mean squared error, pixels in [0, 1], "
+                                    "of the decoder's mean at the posterior "
+                                    "mean"}
+
   def summarize_eval(self, totals):
     out = super().summarize_eval(totals)
     if self.likelihood == "gaussian":

@@ -117,16 +117,35 @@ class VQPrior(base.OneNetwork):
     nll = jnp.mean(self.code_nll(network, tokens, nnx.Rngs(dropout=key)))
     return nll, {"bits_per_token": nll / likelihoods.LOG2}
 
-  def eval_step(self, state, batch, key, final=False):
-    del final  # exact: nothing is estimated but the dequantization noise
-    model = self.inference_network(state)
+  def nlls(self, model, batch, key) -> tuple[jax.Array, jax.Array]:
+    """Per example, nats: -log p(codes) under the prior and -log p(x |
+    codes) of the dequantized image in [-1, 1] under the VQ-VAE decoder."""
     xq = vqvae.dequantized(batch["image"], key)
     tokens = self.tokens(model, xq, self._labels(batch))
     prior_nll = jnp.sum(self.code_nll(model, tokens), axis=1)  # [B]
     ae = model.autoencoder
     recon = ae.decode_indices(tokens[:, 1:].reshape(
         (-1,) + self.stage1.latent_shape[:2]))
-    rec_nll = vqvae.reconstruction_nll(ae, xq, recon)
+    return prior_nll, vqvae.reconstruction_nll(ae, xq, recon)
+
+  def score(self, state, batch, key, final=False):
+    del final  # nothing is estimated but the dequantization noise
+    prior_nll, rec_nll = self.nlls(self.inference_network(state), batch, key)
+    nll = vqvae.bits_per_dim(rec_nll + prior_nll, self.num_dims) * (
+        self.num_dims * likelihoods.LOG2)
+    return {"nll": nll, "dims": jnp.full(nll.shape, float(self.num_dims)),
+            "code_nll": prior_nll}
+
+  def score_notes(self, final=False):
+    return {"nll": "upper bound: -log p of the 8-bit image through its codes "
+                   "(the prior's exact -log p of the codes + the VQ-VAE "
+                   "decoder's, uniform dequantization, one draw)",
+            "code_nll": "exact: -log p (nats) of the image's codes under the "
+                        "prior"}
+
+  def eval_step(self, state, batch, key, final=False):
+    del final  # exact: nothing is estimated but the dequantization noise
+    prior_nll, rec_nll = self.nlls(self.inference_network(state), batch, key)
     return {"nll": base.masked_sum(prior_nll, batch),
             "rec_nll": base.masked_sum(rec_nll, batch),
             "bits_per_dim": base.masked_sum(

@@ -111,18 +111,25 @@ class VQVAE(base.OneNetwork):
                   "codebook": vq["codebook"],
                   "perplexity": _perplexity(counts)}
 
-  def eval_step(self, state, batch, key, final=False):
-    del final  # nothing is estimated
-    network = self.inference_network(state)
+  def measure(self, network, batch, key):
+    """Per example: (MSE in [0, 1] pixel units, -log p (nats) of the
+    dequantized image in [-1, 1] with a uniform prior over the codes),
+    the codes [B, h w] and the quantizer's losses."""
     x = to_model_space(batch["image"])
     recon, idx, vq = self.forward(network, x)
     mse_B = jnp.mean(((recon - x) / 2.0)**2, axis=(1, 2, 3))  # [0, 1] units
-    psnr_B = -10.0 * jnp.log10(jnp.maximum(mse_B, 1e-10))
     xq = dequantized(batch["image"], key)
     z_q = network.quantizer.lookup(network.encode(xq))
     nll = reconstruction_nll(network, xq, network.decoder(z_q))
     codes = idx.reshape(idx.shape[0], -1)
     nll = nll + codes.shape[1] * math.log(self.model_cfg.codebook_size)
+    return mse_B, nll, codes, vq
+
+  def eval_step(self, state, batch, key, final=False):
+    del final  # nothing is estimated
+    mse_B, nll, codes, vq = self.measure(self.inference_network(state),
+                                         batch, key)
+    psnr_B = -10.0 * jnp.log10(jnp.maximum(mse_B, 1e-10))
     mask = batch.get("mask", jnp.ones(codes.shape[:1]))
     counts = jnp.zeros(self.model_cfg.codebook_size).at[codes].add(
         jnp.broadcast_to(mask[:, None], codes.shape))
@@ -133,6 +140,20 @@ class VQVAE(base.OneNetwork):
             "bits_per_dim_uniform_prior": base.masked_sum(
                 bits_per_dim(nll, self.num_dims), batch),
             "code_counts": counts, "count": base.count(batch)}
+
+  def score(self, state, batch, key, final=False):
+    del final  # nothing is estimated
+    mse_B, nll, _, _ = self.measure(self.inference_network(state), batch, key)
+    nll_8bit = bits_per_dim(nll, self.num_dims) * (self.num_dims
+                                                   * likelihoods.LOG2)
+    return {"nll": nll_8bit, "dims": jnp.full(nll.shape, float(self.num_dims)),
+            "reconstruction_error": mse_B}
+
+  def score_notes(self, final=False):
+    return {"nll": "upper bound: -log p of the 8-bit image (uniform "
+                   "dequantization, one draw) with a uniform prior over the "
+                   "codes",
+            "reconstruction_error": "mean squared error, pixels in [0, 1]"}
 
   def summarize_eval(self, totals):
     totals = dict(totals)
