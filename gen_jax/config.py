@@ -67,6 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_classes = 10
   c.data.random_flip = False  # horizontal flips in training (natural images)
   c.data.cache = True  # decode each split once into host memory (small data)
+  # Training inputs perturbed for a background model (Ren et al. 2019): each
+  # pixel (or token) replaced, with this probability, by a uniform random
+  # value (token id). 0 leaves them as they are.
+  c.data.perturb_rate = 0.0
 
   c.model = ml_collections.ConfigDict()
 
@@ -117,6 +121,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_samples = 0
   c.sample.labels = ()  # class ids cycled over the samples; (): 0, 1, ...
   c.sample.seed = 0  # --mode=sample draws with this seed (any run's keys)
+
+  # --mode=score: how unusual each input is (gen_jax/scoring.py).
+  c.score = ml_collections.ConfigDict()
+  # An .npz of uint8 images, a folder of image files, or for language models
+  # a .txt file (one example per line) or .jsonl (one JSON string each).
+  c.score.input = ""
+  c.score.output = ""  # '' -> <workdir>/scores/<input's name>.{jsonl,npz}
+  # A background model's workdir: scores also as the likelihood ratio
+  # (Ren et al. 2019). '' -> none.
+  c.score.background = ""
+  # The lossless compressor of the complexity correction (Serra et al. 2020):
+  # 'auto' (png for images, lzma for text) | png | zlib | bz2 | lzma | none.
+  c.score.compressor = "auto"
+  # The typicality test (Nalisnick et al. 2019b): the model's entropy
+  # measured on this many training examples, batches of this many inputs.
+  c.score.reference_examples = 1000
+  c.score.typicality_batch = 10
+  c.score.final = False  # the final eval's estimates (slower, tighter)
+  c.score.seed = 0
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data",)
@@ -250,6 +273,7 @@ _CHOICES = {
     "train.lr_schedule": ("constant", "cosine", "linear", "rsqrt"),
     "eval.quality_features": ("mnist_classifier", "inception_v3",
                               "mixture_modes"),
+    "score.compressor": ("auto", "png", "zlib", "bz2", "lzma", "none"),
 }
 
 
@@ -261,12 +285,16 @@ _AT_LEAST = {
          "train.sample_every", "train.keep_ckpts", "mesh.fsdp_min_size",
          "eval.num_samples", "data.image_shape"), 1),
     **dict.fromkeys(
-        ("seed", "sample.seed", "sample.num_samples", "sample.labels",
+        ("seed", "sample.seed", "score.seed", "sample.num_samples",
+         "sample.labels",
          "data.num_classes", "train.warmup_steps", "train.learning_rate",
          "train.weight_decay", "train.grad_clip_norm",
          "train.final_lr_fraction"), 0),
+    **dict.fromkeys(("score.reference_examples", "score.typicality_batch"),
+                    1),
 }
-_FRACTIONS = ("train.b1", "train.b2", "train.ema_decay")  # in [0, 1)
+# in [0, 1)
+_FRACTIONS = ("train.b1", "train.b2", "train.ema_decay", "data.perturb_rate")
 _MAX_SEED = 2**32 - 1  # seeds are folded into keys as uint32
 MESH_AXES = ("data", "fsdp", "model")
 
@@ -294,7 +322,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0 <= config[key] < 1:
       raise UserError(f"--config.{key}: must be in [0, 1), got "
                       f"{config[key]}.")
-  for key in ("seed", "sample.seed"):
+  for key in ("seed", "sample.seed", "score.seed"):
     if config[key] > _MAX_SEED:
       raise UserError(f"{_flag_name(key)}: must be at most {_MAX_SEED}, got "
                       f"{config[key]}.")

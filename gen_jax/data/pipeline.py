@@ -195,6 +195,49 @@ def caption_transform(config: ml_collections.ConfigDict, training: bool
   return add
 
 
+def perturb_transform(config: ml_collections.ConfigDict,
+                      tokenizer: tokenizers.Tokenizer | None
+                      ) -> Callable[..., Batch] | None:
+  """`data.perturb_rate > 0`: training inputs for a background model (Ren et
+  al. 2019, "Likelihood ratios for out-of-distribution detection"): each
+  pixel of 'image' (or token of 'tokens') is replaced, with that
+  probability, by a uniform random value in 0..255 (a uniform token id),
+  drawn from the seed and the global batch's example indices (so a resumed
+  run, or one on more hosts, draws the same)."""
+  rate = config.data.perturb_rate
+  if not rate:
+    return None
+  if config.data.name in translation.NAMES:
+    raise UserError(f"--config.data.perturb_rate={rate}: perturbed inputs "
+                    "are for image and text models, not translation pairs.")
+  key, high = (("tokens", tokenizer.vocab_size) if tokenizer is not None
+               else ("image", 256))
+
+  def perturb(batch: Batch, idx: np.ndarray, part: slice) -> Batch:
+    values = np.asarray(batch[key])
+    rng = np.random.default_rng([config.seed, 7919,
+                                 *np.asarray(idx).tolist()])
+    shape = (len(idx),) + values.shape[1:]
+    hit = (rng.random(shape) < rate)[part]
+    noise = rng.integers(0, high, shape)[part].astype(values.dtype)
+    return {**batch, key: np.where(hit, noise, values)}
+  return perturb
+
+
+def chained(*transforms: Callable[..., Batch] | None
+            ) -> Callable[..., Batch] | None:
+  """The given transforms (None skipped) applied in order; None if none."""
+  given = [t for t in transforms if t is not None]
+  if not given:
+    return None
+
+  def apply(batch: Batch, idx: np.ndarray, part: slice) -> Batch:
+    for transform in given:
+      batch = transform(batch, idx, part)
+    return batch
+  return apply
+
+
 def eval_batches(source, batch_size: int, num_examples: int,
                  process_index: int, process_count: int,
                  transform: Callable[[Batch, np.ndarray, slice], Batch]
@@ -295,7 +338,9 @@ def make(config: ml_collections.ConfigDict, process_index: int = 0,
   num_eval = len(eval_src)
   if config.eval.num_examples > 0:
     num_eval = min(num_eval, config.eval.num_examples)
-  transform, lengths, pool = caption_transform(config, training=True), None, 1
+  transform = chained(caption_transform(config, training=True),
+                      perturb_transform(config, tokenizer))
+  lengths, pool = None, 1
   eval_transform = None
   if config.data.name in translation.NAMES:
     lengths = translation.lengths(train_src.arrays)
