@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
     # byte-level BPE vocabulary learned on the training split.
     "sacrebleu>=2.4,<3",
     "tokenizers>=0.23.1,<0.24",
+    # AUROC (sklearn.metrics) and the bundled 8x8 digits of an OOD test set.
+    "scikit-learn>=1.4,<2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -1,7 +1,7 @@
 r"""Train, evaluate or sample any experiment.
 
   python -m gen_jax.main --exp=vae_mnist --workdir=runs/vae_mnist \
-      [--mode=train|eval|sample] [--config.train.num_steps=2000]
+      [--mode=train|eval|sample|score] [--config.train.num_steps=2000]
 
 `--exp=NAME` picks experiments/NAME.py (`NAME:smoke` for its tiny variant;
 `NAME:ARGS` joins its variants and smoke with '-', e.g.
@@ -18,6 +18,7 @@ from gen_jax import config as config_lib
 from gen_jax import logging as log_lib
 from gen_jax import parallel
 from gen_jax import sampling
+from gen_jax import scoring
 from gen_jax import train as train_lib
 from gen_jax.errors import Interrupted
 from gen_jax.errors import Stopped
@@ -30,8 +31,10 @@ _EXP = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for config, metrics, checkpoints and samples; "
     "re-running with the same workdir resumes.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
-                          "train (resumes if possible), eval or sample.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "eval", "sample", "score"],
+    "train (resumes if possible), eval, sample, or score (how unusual each "
+    "of --input is).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "host:port of process 0, for several "
     "processes started by hand (pods and SLURM are detected automatically).")
@@ -78,8 +81,10 @@ def main(argv):
     train_lib.train_and_evaluate(config, _WORKDIR.value)
   elif _MODE.value == "eval":
     train_lib.evaluate(config, _WORKDIR.value)
-  else:
+  elif _MODE.value == "sample":
     sampling.sample(config, _WORKDIR.value)
+  else:
+    scoring.score(config, _WORKDIR.value)
 
 
 def _print_help() -> None:

@@ -58,6 +58,12 @@ FLAG_ALIASES = {
                "Class ids cycled over the samples of a conditional model "
                "(repeat the flag or give a,b,c)."),
     "seed": ("sample.seed", int, "Seed of --mode=sample's draws."),
+    "input": ("score.input", str,
+              "--mode=score: an .npz of uint8 images, a folder of images, "
+              "or a .txt/.jsonl file of texts."),
+    "background": ("score.background", str,
+                   "--mode=score: a background model's workdir (likelihood "
+                   "ratio)."),
 }
 
 # Keys whose default may be an empty tuple: the type of their entries.

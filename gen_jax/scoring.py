@@ -1,0 +1,329 @@
+r"""`--mode=score`: how unusual each input is to a trained model.
+
+  python -m gen_jax.main --exp=glow_mnist --workdir=runs/glow --mode=score \
+      --input=digits.npz [--background=runs/glow_bg]
+
+Writes, beside each other (atomically), <stem>.jsonl (one row per input
+row: its scores, or the reason it was skipped), <stem>.npz (the scores of
+the scored rows and their indices) and <stem>.json (what each score is, the
+typicality test's reference and batches); <stem> is `score.output` or
+<workdir>/scores/<input's name>. The scores and their papers are in
+`evaluation/anomaly.py`; what each family's likelihood is (exact or a
+bound) in its `score_notes`.
+"""
+
+import json
+import math
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from gen_jax import config as config_lib
+from gen_jax import files
+from gen_jax import logging as log_lib
+from gen_jax import parallel
+from gen_jax import train
+from gen_jax.data import score_inputs
+from gen_jax.errors import UserError
+from gen_jax.evaluation import anomaly
+
+Arrays = dict[str, np.ndarray]
+
+
+class Model:
+  """A trained run, restored read-only, that scores examples in batches."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.run, self.state, self.step = train.restore_latest(config, workdir)
+    self.family = self.run.family
+    self.config = config
+    final = bool(config.score.final)
+    self.notes = self.family.score_notes(final)
+    mesh = self.run.mesh
+    self._fn = jax.jit(
+        lambda s, b, k: self.family.score(s, b, k, final=final),
+        in_shardings=(self.run.state_shardings, parallel.batch_sharding(mesh),
+                      parallel.replicated(mesh)),
+        out_shardings=parallel.replicated(mesh))
+
+  @property
+  def image_shape(self) -> tuple[int, ...] | None:
+    """The images the model reads; None for a language model."""
+    if self.family.models_text:
+      return None
+    return tuple(self.config.data.image_shape)
+
+  def encode(self, examples) -> tuple[Arrays, list[tuple[int, str]]]:
+    """Examples (uint8 images, or strings) -> the family's score batch
+    arrays over the usable ones, and (position, why) of the others."""
+    if self.image_shape is not None:
+      return {"image": np.asarray(examples, np.uint8)}, []
+    tok = self.family.tokenizer
+    context = getattr(self.family, "context_length", 0)
+    ids, bad = [], []
+    for i, text in enumerate(examples):
+      row = [tok.bos_id] + [int(t) for t in tok.encode(text)]
+      if context and len(row) - 1 > context:
+        bad.append((i, f"{len(row) - 1} tokens, more than the model's "
+                       f"context of {context}"))
+        row = []
+      ids.append(row)
+    longest = max(len(r) for r in ids)
+    tokens = np.zeros((len(ids), max(longest, 2)), np.int32)
+    for i, row in enumerate(ids):
+      tokens[i, :len(row)] = row
+    mask = np.zeros((len(ids), tokens.shape[1] - 1), np.float32)
+    for i, row in enumerate(ids):
+      mask[i, :max(len(row) - 1, 0)] = 1.0
+    return {"tokens": tokens, "token_mask": mask}, bad
+
+  def raw(self, arrays: Arrays, key: jax.Array, label: str = "score"
+          ) -> Arrays:
+    """The family's scores of every row of `arrays` (plus 'bits_per_dim'),
+    in batches of data.eval_batch_size, with progress. A class-conditional
+    model scores p(x) = mean over classes of p(x | y) (a lower bound on
+    log p(x) from lower bounds of each log p(x | y))."""
+    k = self.family.num_classes
+    if not k:
+      out = self._batches(arrays, key, label)
+    else:
+      per_class = []
+      for y in range(k):
+        labelled = {**arrays, "label": np.full(_rows(arrays), y, np.int32)}
+        per_class.append(self._batches(labelled, key, f"{label} (class {y})"))
+      nll = np.stack([p["nll"] for p in per_class])  # [K, N]
+      out = {name: np.min(np.stack([p[name] for p in per_class]), axis=0)
+             for name in per_class[0]}
+      low = nll.min(axis=0)
+      out["nll"] = low - np.log(np.mean(np.exp(low - nll), axis=0))
+      out["dims"] = per_class[0]["dims"]
+    out["bits_per_dim"] = out["nll"] / (np.maximum(out["dims"], 1.0)
+                                        * math.log(2.0))
+    return out
+
+  def _batches(self, arrays: Arrays, key: jax.Array, label: str) -> Arrays:
+    n = _rows(arrays)
+    size = self.run.data.eval_batch_size
+    local = size // jax.process_count()
+    part = slice(jax.process_index() * local, (jax.process_index() + 1)
+                 * local)
+    num = -(-n // size)
+    progress = log_lib.Progress(label, num, " batches")
+    outs = []
+    for i, start in enumerate(range(0, n, size)):
+      idx = np.arange(start, start + size)
+      mask = idx < n
+      batch = {name: np.where(
+          mask.reshape((-1,) + (1,) * (v.ndim - 1)), v[np.minimum(idx, n - 1)],
+          np.zeros((), v.dtype))[part] for name, v in arrays.items()}
+      batch["mask"] = mask[part].astype(np.float32)
+      out = self._fn(self.state, parallel.global_batch(batch, self.run.mesh),
+                     jax.random.fold_in(key, i))
+      outs.append({k: np.asarray(v)[mask] for k, v in
+                   jax.device_get(out).items()})
+      progress(i + 1)
+    return {k: np.concatenate([o[k] for o in outs]).astype(np.float64)
+            for k in outs[0]}
+
+  def reference(self, num: int, key: jax.Array) -> np.ndarray:
+    """Bits/dim of the first `num` training examples (the data pipeline's
+    seeded order), the typicality test's reference."""
+    rows = []
+    for batch in _train_batches(self.run):
+      rows.append(batch)
+      if sum(_rows(b) for b in rows) >= num:
+        break
+    arrays = {k: np.concatenate([b[k] for b in rows])[:num] for k in rows[0]}
+    if "tokens" in arrays:  # a window: every next token is text
+      arrays = {"tokens": arrays["tokens"],
+                "token_mask": np.ones(arrays["tokens"][:, 1:].shape,
+                                      np.float32)}
+    else:
+      arrays = {"image": arrays["image"]}
+    return self.raw(arrays, key, "typicality reference")["bits_per_dim"]
+
+
+def _rows(arrays: Arrays) -> int:
+  return len(next(iter(arrays.values())))
+
+
+def _train_batches(run: train.Run):
+  """The training split in the pipeline's seeded order (a restored run's
+  iterator starts at the first batch)."""
+  for batch in run.data.train:
+    yield {k: np.asarray(v) for k, v in batch.items()}
+
+
+def _setting(config: ml_collections.ConfigDict, dotted: str):
+  section, leaf = dotted.split(".")
+  return config[section].get(leaf)
+
+
+def from_workdir(workdir: str, score: ml_collections.ConfigDict
+                 | None = None) -> Model:
+  """The model of a trained run, with its saved config (and `score`
+  settings, default the skeleton's)."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise UserError(f"{workdir}: no trained run there (no config.json).")
+  saved = config_lib.from_saved(json.loads(path.read_text()))
+  if score is not None:
+    saved.score = score
+  return Model(saved, workdir)
+
+
+def load_background(config: ml_collections.ConfigDict, workdir: str
+                    ) -> Model:
+  """The background model of `workdir`, checked to read the same data."""
+  background = from_workdir(workdir, config.score)
+  for key in ("data.name", "data.image_shape", "data.vocab"):
+    ours, theirs = _setting(config, key), _setting(background.config, key)
+    if ours != theirs:
+      raise UserError(f"--background={workdir} was trained on {key}="
+                      f"{theirs}, this model on {ours}: a likelihood ratio "
+                      "needs the same data and tokens.")
+  return background
+
+
+def compressor_of(config: ml_collections.ConfigDict, text: bool) -> str:
+  """`score.compressor`, 'auto' resolved: png for images, lzma for text."""
+  name = config.score.compressor
+  if name == "auto":
+    return "lzma" if text else "png"
+  if name == "png" and text:
+    raise UserError("--config.score.compressor=png compresses images; for "
+                    "text use zlib, bz2, lzma or none.")
+  return name
+
+
+def reference_for(model: Model, key: jax.Array) -> anomaly.Typicality:
+  """The typicality test's reference, measured once per (step, settings)
+  and kept under <workdir>/scores/."""
+  s = model.config.score
+  path = (model.run.workdir / "scores" /
+          f"typicality_step{model.step}_n{s.reference_examples}_"
+          f"m{s.typicality_batch}_seed{s.seed}{'_final' if s.final else ''}"
+          ".json")
+  if path.exists():
+    return anomaly.Typicality(**json.loads(path.read_text()))
+  ref = anomaly.typicality_reference(
+      model.reference(s.reference_examples, jax.random.fold_in(key, 1)),
+      s.typicality_batch, seed=s.seed)
+  if jax.process_index() == 0:
+    files.write_text(path, json.dumps(ref.__dict__, indent=2))
+  return ref
+
+
+def score_examples(model: Model, examples, background: Model | None = None,
+                   reference: anomaly.Typicality | None = None,
+                   label: str = "score") -> tuple[Arrays, list[tuple[int, str]]]:
+  """Every score of `examples` (uint8 images or strings): the family's
+  ('nll', 'dims', 'bits_per_dim', extras), 'complexity_bits_per_dim' and
+  'complexity_corrected', 'likelihood_ratio' (with a background) and
+  'typicality' (with a reference); over the usable rows, with (position,
+  why) of the others."""
+  s = model.config.score
+  key = jax.random.key(s.seed)
+  arrays, bad = model.encode(examples)
+  out = model.raw(arrays, key, label)
+  text = model.image_shape is None
+  compressor = compressor_of(model.config, text)
+  if compressor != "none":
+    bits = anomaly.compressed_bits(examples, compressor)
+    out["complexity_bits_per_dim"] = bits / np.maximum(out["dims"], 1.0)
+    out["complexity_corrected"] = anomaly.complexity_corrected(
+        out["bits_per_dim"], out["complexity_bits_per_dim"])
+  if background is not None:
+    theirs, their_bad = background.encode(examples)
+    if their_bad != bad:
+      raise UserError("the background model cannot read the same rows "
+                      f"({their_bad[:1] or bad[:1]}).")
+    back = background.raw(theirs, key, f"{label} (background)")
+    out["background_bits_per_dim"] = back["bits_per_dim"]
+    out["likelihood_ratio"] = anomaly.likelihood_ratio(
+        out["bits_per_dim"], back["bits_per_dim"])
+  if reference is not None:
+    out["typicality"] = anomaly.typicality_scores(out["bits_per_dim"],
+                                                  reference)
+  keep = np.ones(len(out["nll"]), bool)
+  keep[[i for i, _ in bad]] = False
+  return {k: v[keep] for k, v in out.items()}, bad
+
+
+def score(config: ml_collections.ConfigDict, workdir: str
+          ) -> list[pathlib.Path]:
+  """`--mode=score`: scores `score.input` and writes the three files."""
+  s = config.score
+  model = Model(config, workdir)
+  text = model.image_shape is None
+  compressor_of(config, text)  # a bad choice fails before any work
+  inputs = score_inputs.read(s.input, model.image_shape)
+  background = load_background(config, s.background) if s.background else None
+  reference = reference_for(model, jax.random.key(s.seed))
+  scores, unusable = score_examples(model, inputs.examples, background,
+                                    reference)
+  bad = inputs.bad + [(int(inputs.index[i]), f"row {int(inputs.index[i])}: "
+                       f"{why}") for i, why in unusable]
+  index = np.delete(inputs.index, [i for i, _ in unusable])
+  dropped = {j for j, _ in unusable}
+  names = [n for i, n in enumerate(inputs.names) if i not in dropped]
+  stats, rejected = anomaly.typicality_batches(scores["bits_per_dim"],
+                                               reference)
+  stem = pathlib.Path(s.output) if s.output else (
+      model.run.workdir / "scores" / pathlib.Path(s.input.rstrip("/")).stem)
+  paths = [stem.with_suffix(".jsonl"), stem.with_suffix(".npz"),
+           stem.with_suffix(".json")]
+  if jax.process_index() == 0:
+    rows = {int(i): {"index": int(i), **({"name": n} if n else {}),
+                     **{k: _number(v[j]) for k, v in scores.items()},
+                     **({"converted": inputs.notes[int(i)]}
+                        if int(i) in inputs.notes else {})}
+            for j, (i, n) in enumerate(zip(index, names))}
+    rows.update({i: {"index": i, "error": why} for i, why in bad})
+    with files.atomic_open(paths[0], "w") as f:
+      for i in sorted(rows):
+        f.write(json.dumps(rows[i]) + "\n")
+    with files.atomic_open(paths[1], "wb") as f:
+      np.savez(f, index=index, **scores)
+    summary = {
+        "input": s.input, "step": model.step, "scored": len(index),
+        "skipped": [{"index": i, "error": why} for i, why in bad],
+        "notes": {**model.notes, **_NOTES,
+                  "complexity_bits_per_dim": f"{compressor_of(config, text)}"
+                  " bits / dims"},
+        "background": s.background or None,
+        "typicality": {**reference.__dict__,
+                       "batch_statistics": [float(x) for x in stats],
+                       "batches_rejected": int(rejected.sum()),
+                       "batches": len(stats)},
+        "mean": {k: float(np.nanmean(v)) for k, v in scores.items()}}
+    files.write_text(paths[2], json.dumps(summary, indent=2))
+    for i, why in bad:
+      print(f"skipped {why}", flush=True)
+    print(f"scored {len(index)} of {len(index) + len(bad)} rows @ step "
+          f"{model.step}: " + ", ".join(
+              f"{k} {summary['mean'][k]:.4g}" for k in _SHOWN
+              if k in summary["mean"]) +
+          f"; typicality test: {int(rejected.sum())} of {len(stats)} "
+          f"batches of {reference.batch_size} atypical\nwrote "
+          + ", ".join(map(str, paths)), flush=True)
+  return paths
+
+
+_SHOWN = ("bits_per_dim", "likelihood_ratio", "complexity_corrected",
+          "typicality", "reconstruction_error")
+_NOTES = {
+    "bits_per_dim": "nll / (dims ln 2)",
+    "complexity_corrected": "bits_per_dim - complexity_bits_per_dim (Serra "
+                            "et al. 2020)",
+    "likelihood_ratio": "bits_per_dim - background_bits_per_dim (Ren et al. "
+                        "2019)",
+    "typicality": "|bits_per_dim - entropy| (Nalisnick et al. 2019b)",
+}
+
+
+def _number(x) -> float | None:
+  x = float(x)
+  return x if math.isfinite(x) else None

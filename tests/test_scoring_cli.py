@@ -1,0 +1,149 @@
+"""`--mode=score` end to end: a VAE with a background model, a language
+model, the files written, bad rows, seeds, and the one-line errors."""
+
+import json
+import math
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import run_main
+from gen_jax import config as config_lib
+from gen_jax import families
+from gen_jax import scoring
+from gen_jax.data import embedded
+from gen_jax.errors import UserError
+
+VAE = ["--exp=vae_mnist:smoke", "--config.model.likelihood=gaussian",
+       "--config.data.eval_batch_size=100"]
+
+
+@pytest.fixture(scope="module")
+def vae_runs(data_dir, tmp_path_factory):
+  """A smoke VAE and its background, trained on perturbed digits."""
+  root = tmp_path_factory.mktemp("scoring")
+  run_main(VAE + [f"--workdir={root / 'vae'}"], data_dir)
+  run_main(VAE + [f"--workdir={root / 'bg'}",
+                  "--config.data.perturb_rate=0.3"], data_dir)
+  return root
+
+
+def _digits(num: int) -> np.ndarray:
+  return embedded.load_arrays()["test"][0][:num]
+
+
+def test_score_writes_every_score_and_reports_bad_rows(vae_runs, data_dir,
+                                                       tmp_path):
+  folder = tmp_path / "inputs"
+  folder.mkdir()
+  digits = _digits(12)
+  for i, d in enumerate(digits):
+    Image.fromarray(d[..., 0]).save(folder / f"{i:02d}.png")
+  (folder / "05b.txt").write_text("not an image")
+  out = tmp_path / "out" / "scores"
+  proc = run_main(VAE + [f"--workdir={vae_runs / 'vae'}", "--mode=score",
+                         f"--input={folder}",
+                         f"--background={vae_runs / 'bg'}",
+                         f"--config.score.output={out}",
+                         "--config.score.reference_examples=64",
+                         "--config.score.typicality_batch=4"], data_dir)
+  assert "skipped 05b.txt: not a readable image" in proc.stdout
+  assert "scored 12 of 13 rows" in proc.stdout
+  assert "score 1/1 batches" in proc.stdout  # progress
+  rows = [json.loads(line) for line in
+          out.with_suffix(".jsonl").read_text().splitlines()]
+  assert [r["index"] for r in rows] == list(range(13))
+  assert "error" in rows[6] and rows[6]["index"] == 6
+  good = [r for r in rows if "error" not in r]
+  assert [r["name"] for r in good][:2] == ["00.png", "01.png"]
+  npz = np.load(out.with_suffix(".npz"))
+  np.testing.assert_array_equal(npz["index"], [0, 1, 2, 3, 4, 5, 7, 8, 9, 10,
+                                               11, 12])
+  for r, nll, bpd in zip(good, npz["nll"], npz["bits_per_dim"]):
+    assert r["nll"] == pytest.approx(nll)
+    assert bpd == pytest.approx(nll / (784 * math.log(2)))
+  np.testing.assert_allclose(npz["likelihood_ratio"], npz["bits_per_dim"]
+                             - npz["background_bits_per_dim"], atol=1e-9)
+  np.testing.assert_allclose(npz["complexity_corrected"], npz["bits_per_dim"]
+                             - npz["complexity_bits_per_dim"], atol=1e-9)
+  summary = json.loads(out.with_suffix(".json").read_text())
+  ref = summary["typicality"]
+  np.testing.assert_allclose(npz["typicality"],
+                             np.abs(npz["bits_per_dim"] - ref["entropy"]))
+  assert ref["batches"] == 3 and ref["batch_size"] == 4
+  assert "IWAE, k=5" in summary["notes"]["nll"]
+  assert summary["skipped"][0]["index"] == 6
+  assert np.all(npz["reconstruction_error"] > 0)
+
+
+def test_scores_are_reproducible_for_a_seed(vae_runs, data_dir, tmp_path):
+  np.savez(tmp_path / "d.npz", images=_digits(6))
+  results = []
+  for seed in (0, 0, 1):
+    out = tmp_path / f"s{len(results)}"
+    run_main(VAE + [f"--workdir={vae_runs / 'vae'}", "--mode=score",
+                    f"--input={tmp_path / 'd.npz'}", f"--config.score.seed="
+                    f"{seed}", f"--config.score.output={out}",
+                    "--config.score.reference_examples=32",
+                    "--config.score.compressor=none"], data_dir)
+    results.append(np.load(out.with_suffix(".npz")))
+  np.testing.assert_array_equal(results[0]["nll"], results[1]["nll"])
+  # The IWAE bound is a Monte Carlo estimate: another seed, other draws.
+  assert not np.allclose(results[0]["nll"], results[2]["nll"])
+  assert "complexity_corrected" not in results[0]
+
+
+def test_bad_inputs_are_one_line_errors(vae_runs, data_dir, tmp_path):
+  np.savez(tmp_path / "rgb.npz", images=np.zeros((2, 32, 32, 3), np.uint8))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  for given, message in ((tmp_path / "rgb.npz", "images of shape (32, 32, "
+                          "3)"), (empty, "the folder is empty")):
+    proc = run_main(VAE + [f"--workdir={vae_runs / 'vae'}", "--mode=score",
+                           f"--input={given}"], data_dir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+  assert not (vae_runs / "vae" / "scores" / "rgb.jsonl").exists()
+
+
+def test_language_model_scores_texts(data_dir, tmp_path):
+  workdir = tmp_path / "lm"
+  exp = ["--exp=transformer_code:smoke", f"--workdir={workdir}"]
+  run_main(exp, data_dir)
+  texts = ["import os", "", "x = 1\nprint(x)", "y" * 200]
+  (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(t) for t in texts))
+  proc = run_main(exp + ["--mode=score", f"--input={tmp_path / 't.jsonl'}",
+                         "--config.score.reference_examples=16"], data_dir)
+  assert "skipped line 2: empty" in proc.stdout
+  assert "skipped row 3: 200 tokens, more than the model's context" in (
+      proc.stdout)
+  npz = np.load(workdir / "scores" / "t.npz")
+  np.testing.assert_array_equal(npz["index"], [0, 2])
+  np.testing.assert_array_equal(npz["dims"], [9, 14])  # bytes after BOS
+  assert "likelihood_ratio" not in npz and np.all(npz["bits_per_dim"] > 0)
+
+
+def test_families_without_a_likelihood_refuse():
+  config = config_lib.get_config("dcgan_mnist:smoke")
+  with pytest.raises(UserError, match="assigns no likelihood"):
+    families.build(config).score(None, None, None)
+
+
+def test_class_conditional_scores_marginalize_the_label():
+  """log p(x) = log mean_y p(x | y), from the per-class scores."""
+  per_class = np.array([[10.0, 3.0], [12.0, 50.0], [11.0, 4.0]])  # [K, N]
+
+  class Stub:
+    num_classes = 3
+  model = scoring.Model.__new__(scoring.Model)
+  model.family = Stub()
+  model._batches = lambda arrays, key, label: {
+      "nll": per_class[int(arrays["label"][0])], "dims": np.full(2, 4.0)}
+  out = model.raw({"image": np.zeros((2, 1, 1, 1), np.uint8)},
+                  jax.random.key(0))
+  want = -np.log(np.mean(np.exp(-per_class), axis=0))
+  np.testing.assert_allclose(out["nll"], want)
+  np.testing.assert_allclose(out["bits_per_dim"], want / (4 * math.log(2)))
