@@ -37,9 +37,12 @@ import jax
 import matplotlib
 import numpy as np
 
+from gen_jax import config as config_lib
 from gen_jax import files
+from gen_jax import logging as log_lib
 from gen_jax import scoring
 from gen_jax.data import ood
+from gen_jax.data import pipeline
 from gen_jax.data import text as text_data
 from gen_jax.evaluation import anomaly
 
@@ -56,11 +59,24 @@ MODELS = {
     "ddpm": ["--exp=ddpm_mnist"],
     "fm": ["--exp=fm_mnist"],
     "vqvae": ["--exp=vqvae_mnist"],
+    # Its first stage: the vqvae run above.
+    "vq_prior": ["--exp=vq_prior_mnist",
+                 "--config.autoencoder.workdir={runs}/vqvae"],
+    # The papers' setting (Nalisnick et al., Ren et al., Serra et al.):
+    # Fashion-MNIST in, MNIST out (--tfds_ood=mnist); needs both in TFDS.
+    "pixelcnn_fashion": ["--exp=pixelcnn_mnist",
+                         "--config.data.name=fashion_mnist"],
+    "glow_fashion": ["--exp=glow_mnist", "--config.data.name=fashion_mnist"],
+    "wgan_gp": ["--exp=wgan_gp_mnist"],  # a discriminator without batch norm
+    "classifier": ["--exp=mnist_classifier"],
     "transformer_code": ["--exp=transformer_code",
                          "--config.train.num_steps=900"],
     "lstm_code": ["--exp=lstm_code", "--config.train.num_steps=600"],
 }
 BACKGROUND = ["--config.data.perturb_rate=0.2"]
+# Models --train also trains a background model NAME_bg for (Ren et al.).
+WITH_BACKGROUND = ("vae", "glow", "pixelcnn", "pixelcnn_fashion",
+                   "glow_fashion")
 
 _RUNS = flags.DEFINE_string("runs_dir", "runs/anomaly", "One workdir per "
                             "model, named after it (NAME_bg: background).")
@@ -75,13 +91,21 @@ _NUM = flags.DEFINE_integer("num", 500, "Examples per set.")
 _LENGTH = flags.DEFINE_integer("length", 120, "Characters per text example.")
 _BATCH = flags.DEFINE_integer("typicality_batch", 10,
                               "M of the batch typicality test.")
+_TFDS_OOD = flags.DEFINE_list(
+    "tfds_ood", [], "TFDS datasets whose held-out images join the image "
+    "sets (e.g. mnist for models of fashion_mnist); they must be prepared.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sets and the scores.")
 _OVERRIDE = flags.DEFINE_multi_string(
-    "override", [], "NAME:KEY=VALUE score settings of one model, e.g. "
-    "fm:reference_examples=200.")
+    "override", [], "NAME:SECTION.KEY=VALUE config settings of one model's "
+    "scoring, e.g. fm:score.reference_examples=200 (added to SETTINGS).")
+
+# Scoring settings per model: DDPM's bound is an estimate per image whose
+# spread falls with the strata (5 in periodic evals: too noisy to rank).
+SETTINGS = {"ddpm": ["eval.periodic_vlb_timesteps=20"]}
 
 SCORES = ("bits_per_dim", "likelihood_ratio", "complexity_corrected",
-          "typicality", "typicality_batch", "reconstruction_error")
+          "typicality", "typicality_batch", "reconstruction_error",
+          "discriminator", "max_softmax")
 
 
 def ensure_trained(name: str, workdir: pathlib.Path, background: bool
@@ -92,23 +116,20 @@ def ensure_trained(name: str, workdir: pathlib.Path, background: bool
     return True
   if not _TRAIN.value:
     return False
-  args = MODELS[name] + (BACKGROUND if background else [])
+  args = [a.format(runs=workdir.parent) for a in MODELS[name]] + (
+      BACKGROUND if background else [])
   print(f"training {workdir}: {' '.join(args)}", flush=True)
   subprocess.run([sys.executable, "-m", "gen_jax.main",
                   f"--workdir={workdir}", *args], check=True)
   return True
 
 
-def score_settings(name: str, model: scoring.Model):
-  s = model.config.score
-  s.typicality_batch = _BATCH.value
-  s.seed = _SEED.value
-  for entry in _OVERRIDE.value:
-    who, _, setting = entry.partition(":")
-    if who == name:
-      key, _, value = setting.partition("=")
-      s[key] = type(s[key])(value)
-  return s
+def settings(name: str) -> list[str]:
+  """The config overrides `name` is scored with."""
+  given = [e.partition(":")[2] for e in _OVERRIDE.value
+           if e.partition(":")[0] == name]
+  return [*SETTINGS.get(name, []), f"score.typicality_batch={_BATCH.value}",
+          f"score.seed={_SEED.value}", *given]
 
 
 def held_out_images(model: scoring.Model, num: int) -> np.ndarray:
@@ -130,23 +151,24 @@ def evaluate(name: str, sets: dict[str, object], runs: pathlib.Path,
              background_name: str | None) -> dict:
   """Every score of every set under one model, and their AUROCs against
   the 'in-distribution' set."""
-  model = scoring.from_workdir(str(runs / name))
-  score_settings(name, model)
+  model = scoring.from_workdir(str(runs / name), overrides=settings(name))
   background = None
   if background_name:
     background = scoring.load_background(model.config,
                                          str(runs / background_name))
   key = jax.random.key(_SEED.value)
   t0 = time.time()
-  reference = scoring.reference_for(model, key)
+  reference = (scoring.reference_for(model, key) if model.has_likelihood
+               else None)
   scores = {}
   for set_name, examples in sets.items():
     out, bad = scoring.score_examples(model, examples, background, reference,
                                       label=f"{name} {set_name}")
     if bad:
       print(f"{name} {set_name}: {len(bad)} rows skipped ({bad[0][1]})")
-    stats, _ = anomaly.typicality_batches(out["bits_per_dim"], reference)
-    out["typicality_batch"] = stats
+    if reference:
+      out["typicality_batch"], _ = anomaly.typicality_batches(
+          out["bits_per_dim"], reference)
     scores[set_name] = out
   seconds = time.time() - t0
   table = {}
@@ -158,15 +180,18 @@ def evaluate(name: str, sets: dict[str, object], runs: pathlib.Path,
     for set_name, out in scores.items():
       if set_name == "in-distribution":
         continue
-      a, b = inside[score], out[score]
-      a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-      row[set_name] = anomaly.auroc(a, b)
+      row[set_name] = anomaly.auroc(_finite(inside[score]),
+                                    _finite(out[score]))
     table[score] = row
   return {"model": name, "step": model.step, "notes": model.notes,
           "background": background_name, "seconds": seconds,
-          "entropy_bits_per_dim": reference.entropy,
-          "mean_bits_per_dim": {k: float(np.nanmean(v["bits_per_dim"]))
-                                for k, v in scores.items()},
+          "settings": settings(name),
+          "entropy_bits_per_dim": reference and reference.entropy,
+          "mean": {k: {s: float(np.nanmean(v[s])) for s in v}
+                   for k, v in scores.items()},
+          "non_finite_rows": {k: int(np.sum(~np.isfinite(v[SCORES[0]])))
+                              for k, v in scores.items()
+                              if SCORES[0] in v},
           "auroc": table, "scores": scores}
 
 
@@ -174,25 +199,28 @@ def picture(result: dict, path: pathlib.Path) -> None:
   """Histograms of the raw and corrected scores per set, ROC curves."""
   scores = result["scores"]
   shown = [s for s in ("bits_per_dim", "likelihood_ratio",
-                       "complexity_corrected") if s in scores[
-                           "in-distribution"]]
+                       "complexity_corrected", "discriminator", "max_softmax")
+           if s in scores["in-distribution"]]
   fig, axes = plt.subplots(2, len(shown), figsize=(5 * len(shown), 8),
                            squeeze=False)
   for j, score in enumerate(shown):
     ax = axes[0, j]
+    # The range of the digits' scores, widened; the far sets (noise: tens
+    # of bits/dim) pile up at the edges.
+    inside = _finite(scores["in-distribution"][score])
+    lo, hi = np.quantile(inside, [0.01, 0.99])
+    lo, hi = lo - 2 * (hi - lo), hi + 2 * (hi - lo)
     for set_name, out in scores.items():
-      values = out[score][np.isfinite(out[score])]
-      ax.hist(values, bins=40, alpha=0.5, density=True, label=set_name,
-              histtype="stepfilled")
+      ax.hist(np.clip(_finite(out[score]), lo, hi), bins=60, range=(lo, hi),
+              alpha=0.5, density=True, label=set_name, histtype="stepfilled")
     ax.set_title(f"{result['model']}: {score}")
-    ax.set_xlabel("larger = more unusual")
+    ax.set_xlabel("larger = more unusual (values past an edge are drawn "
+                  "at it)", fontsize=8)
     ax = axes[1, j]
-    inside = scores["in-distribution"][score]
     for set_name, out in scores.items():
       if set_name == "in-distribution":
         continue
-      fpr, tpr = anomaly.roc_curve(inside[np.isfinite(inside)],
-                                   out[score][np.isfinite(out[score])])
+      fpr, tpr = anomaly.roc_curve(inside, _finite(out[score]))
       ax.plot(fpr, tpr, label=f"{set_name} "
               f"{result['auroc'][score][set_name]:.2f}")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
@@ -204,6 +232,10 @@ def picture(result: dict, path: pathlib.Path) -> None:
   with files.atomic_path(path) as tmp:
     fig.savefig(tmp, format="png", dpi=80)
   plt.close(fig)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+  return values[np.isfinite(values)]
 
 
 def markdown(results: list[dict], set_names: list[str]) -> str:
@@ -218,6 +250,7 @@ def markdown(results: list[dict], set_names: list[str]) -> str:
 
 def main(argv):
   del argv
+  log_lib.quiet_library_logs()
   runs = pathlib.Path(_RUNS.value)
   text = _TEXT.value
   names = _TEXT_MODELS.value if text else _MODELS.value
@@ -232,7 +265,7 @@ def main(argv):
       continue
     bg = f"{name}_bg"
     has_bg = (runs / bg / "config.json").exists() or (
-        _TRAIN.value and name in ("vae", "glow", "pixelcnn"))
+        _TRAIN.value and name in WITH_BACKGROUND)
     if has_bg:
       ensure_trained(name, runs / bg, True)
     if sets is None:  # the same sets for every model
@@ -269,6 +302,14 @@ def make_sets(model: scoring.Model, text: bool) -> dict[str, object]:
   sets = {"in-distribution": images[:num]}
   for name in ood.IMAGE_SETS:
     sets[name] = ood.image_set(name, images[num:], num, seed)
+  for name in _TFDS_OOD.value:
+    other = config_lib.from_saved(model.config.to_dict())
+    other.data.name = name
+    other.data.source = "tfds"  # the real set, never a stand-in
+    data = pipeline.make(other)
+    sets[name] = np.concatenate([
+        np.asarray(b["image"])[np.asarray(b["mask"]) > 0]
+        for b in data.eval_batches()])[:num]
   return sets
 
 

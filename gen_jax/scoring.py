@@ -12,11 +12,14 @@ typicality test's reference and batches); <stem> is `score.output` or
 bound) in its `score_notes`.
 """
 
+import hashlib
 import json
 import math
 import pathlib
+from typing import Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -88,20 +91,26 @@ class Model:
     k = self.family.num_classes
     if not k:
       out = self._batches(arrays, key, label)
-    else:
+    else:  # other scores: the class that finds the input most usual
       per_class = []
       for y in range(k):
         labelled = {**arrays, "label": np.full(_rows(arrays), y, np.int32)}
         per_class.append(self._batches(labelled, key, f"{label} (class {y})"))
-      nll = np.stack([p["nll"] for p in per_class])  # [K, N]
       out = {name: np.min(np.stack([p[name] for p in per_class]), axis=0)
              for name in per_class[0]}
-      low = nll.min(axis=0)
-      out["nll"] = low - np.log(np.mean(np.exp(low - nll), axis=0))
-      out["dims"] = per_class[0]["dims"]
-    out["bits_per_dim"] = out["nll"] / (np.maximum(out["dims"], 1.0)
-                                        * math.log(2.0))
+      if "nll" in out:
+        nll = np.stack([p["nll"] for p in per_class])  # [K, N]
+        low = nll.min(axis=0)
+        out["nll"] = low - np.log(np.mean(np.exp(low - nll), axis=0))
+    if "nll" in out:
+      out["bits_per_dim"] = out["nll"] / (np.maximum(out["dims"], 1.0)
+                                          * math.log(2.0))
     return out
+
+  @property
+  def has_likelihood(self) -> bool:
+    """Whether the family gives -log p(x) (else only its own score)."""
+    return "nll" in self.notes
 
   def _batches(self, arrays: Arrays, key: jax.Array, label: str) -> Arrays:
     n = _rows(arrays)
@@ -150,9 +159,13 @@ def _rows(arrays: Arrays) -> int:
 
 
 def _train_batches(run: train.Run):
-  """The training split in the pipeline's seeded order (a restored run's
-  iterator starts at the first batch)."""
+  """Whole global batches of the training split in the pipeline's seeded
+  order (a restored run's iterator starts at the first batch); with several
+  processes, their slices gathered."""
   for batch in run.data.train:
+    batch = {k: np.asarray(v) for k, v in batch.items()}
+    if jax.process_count() > 1:
+      batch = multihost_utils.process_allgather(batch, tiled=True)
     yield {k: np.asarray(v) for k, v in batch.items()}
 
 
@@ -162,15 +175,18 @@ def _setting(config: ml_collections.ConfigDict, dotted: str):
 
 
 def from_workdir(workdir: str, score: ml_collections.ConfigDict
-                 | None = None) -> Model:
-  """The model of a trained run, with its saved config (and `score`
-  settings, default the skeleton's)."""
+                 | None = None, overrides: Sequence[str] = ()) -> Model:
+  """The model of a trained run, with its saved config, `score` settings
+  (default the skeleton's) and `overrides` ('SECTION.KEY=VALUE', e.g. the
+  eval estimates the scores use)."""
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
     raise UserError(f"{workdir}: no trained run there (no config.json).")
   saved = config_lib.from_saved(json.loads(path.read_text()))
   if score is not None:
     saved.score = score
+  config_lib.apply_overrides(saved, list(overrides))
+  config_lib.validate(saved)
   return Model(saved, workdir)
 
 
@@ -199,14 +215,18 @@ def compressor_of(config: ml_collections.ConfigDict, text: bool) -> str:
 
 
 def reference_for(model: Model, key: jax.Array) -> anomaly.Typicality:
-  """The typicality test's reference, measured once per (step, settings)
-  and kept under <workdir>/scores/."""
+  """The typicality test's reference, measured once per checkpoint and
+  settings (the estimator, as `score_notes` describes it) and kept under
+  <workdir>/scores/."""
   s = model.config.score
+  estimator = hashlib.sha1(json.dumps(model.notes, sort_keys=True).encode()
+                           ).hexdigest()[:8]
   path = (model.run.workdir / "scores" /
           f"typicality_step{model.step}_n{s.reference_examples}_"
-          f"m{s.typicality_batch}_seed{s.seed}{'_final' if s.final else ''}"
-          ".json")
-  if path.exists():
+          f"m{s.typicality_batch}_seed{s.seed}_{estimator}.json")
+  # One process reads the cache: several could see it at different times
+  # and disagree about running the (collective) measurement.
+  if path.exists() and jax.process_count() == 1:
     return anomaly.Typicality(**json.loads(path.read_text()))
   ref = anomaly.typicality_reference(
       model.reference(s.reference_examples, jax.random.fold_in(key, 1)),
@@ -230,6 +250,8 @@ def score_examples(model: Model, examples, background: Model | None = None,
   out = model.raw(arrays, key, label)
   text = model.image_shape is None
   compressor = compressor_of(model.config, text)
+  if "bits_per_dim" not in out:  # no likelihood: nothing to correct
+    return _usable(out, bad), bad
   if compressor != "none":
     bits = anomaly.compressed_bits(examples, compressor)
     out["complexity_bits_per_dim"] = bits / np.maximum(out["dims"], 1.0)
@@ -247,9 +269,13 @@ def score_examples(model: Model, examples, background: Model | None = None,
   if reference is not None:
     out["typicality"] = anomaly.typicality_scores(out["bits_per_dim"],
                                                   reference)
-  keep = np.ones(len(out["nll"]), bool)
+  return _usable(out, bad), bad
+
+
+def _usable(out: Arrays, bad: list[tuple[int, str]]) -> Arrays:
+  keep = np.ones(_rows(out), bool)
   keep[[i for i, _ in bad]] = False
-  return {k: v[keep] for k, v in out.items()}, bad
+  return {k: v[keep] for k, v in out.items()}
 
 
 def score(config: ml_collections.ConfigDict, workdir: str
@@ -260,8 +286,13 @@ def score(config: ml_collections.ConfigDict, workdir: str
   text = model.image_shape is None
   compressor_of(config, text)  # a bad choice fails before any work
   inputs = score_inputs.read(s.input, model.image_shape)
+  if not model.has_likelihood and s.background:
+    raise UserError(f"--background={s.background}: a likelihood ratio needs "
+                    f"a likelihood, and the '{config.family}' family has "
+                    "none.")
   background = load_background(config, s.background) if s.background else None
-  reference = reference_for(model, jax.random.key(s.seed))
+  reference = (reference_for(model, jax.random.key(s.seed))
+               if model.has_likelihood else None)
   scores, unusable = score_examples(model, inputs.examples, background,
                                     reference)
   bad = inputs.bad + [(int(inputs.index[i]), f"row {int(inputs.index[i])}: "
@@ -269,8 +300,9 @@ def score(config: ml_collections.ConfigDict, workdir: str
   index = np.delete(inputs.index, [i for i, _ in unusable])
   dropped = {j for j, _ in unusable}
   names = [n for i, n in enumerate(inputs.names) if i not in dropped]
-  stats, rejected = anomaly.typicality_batches(scores["bits_per_dim"],
-                                               reference)
+  stats, rejected = (anomaly.typicality_batches(scores["bits_per_dim"],
+                                                reference)
+                     if reference else (np.zeros(0), np.zeros(0, bool)))
   stem = pathlib.Path(s.output) if s.output else (
       model.run.workdir / "scores" / pathlib.Path(s.input.rstrip("/")).stem)
   paths = [stem.with_suffix(".jsonl"), stem.with_suffix(".npz"),
@@ -290,14 +322,15 @@ def score(config: ml_collections.ConfigDict, workdir: str
     summary = {
         "input": s.input, "step": model.step, "scored": len(index),
         "skipped": [{"index": i, "error": why} for i, why in bad],
-        "notes": {**model.notes, **_NOTES,
-                  "complexity_bits_per_dim": f"{compressor_of(config, text)}"
-                  " bits / dims"},
+        "notes": {**model.notes, **({
+            **_NOTES, "complexity_bits_per_dim":
+            f"{compressor_of(config, text)} bits / dims"}
+                                    if model.has_likelihood else {})},
         "background": s.background or None,
-        "typicality": {**reference.__dict__,
-                       "batch_statistics": [float(x) for x in stats],
-                       "batches_rejected": int(rejected.sum()),
-                       "batches": len(stats)},
+        "typicality": reference and {
+            **reference.__dict__,
+            "batch_statistics": [float(x) for x in stats],
+            "batches_rejected": int(rejected.sum()), "batches": len(stats)},
         "mean": {k: float(np.nanmean(v)) for k, v in scores.items()}}
     files.write_text(paths[2], json.dumps(summary, indent=2))
     for i, why in bad:
@@ -306,14 +339,15 @@ def score(config: ml_collections.ConfigDict, workdir: str
           f"{model.step}: " + ", ".join(
               f"{k} {summary['mean'][k]:.4g}" for k in _SHOWN
               if k in summary["mean"]) +
-          f"; typicality test: {int(rejected.sum())} of {len(stats)} "
-          f"batches of {reference.batch_size} atypical\nwrote "
-          + ", ".join(map(str, paths)), flush=True)
+          (f"; typicality test: {int(rejected.sum())} of {len(stats)} "
+           f"batches of {reference.batch_size} atypical" if reference
+           else "") + "\nwrote " + ", ".join(map(str, paths)), flush=True)
   return paths
 
 
 _SHOWN = ("bits_per_dim", "likelihood_ratio", "complexity_corrected",
-          "typicality", "reconstruction_error")
+          "typicality", "reconstruction_error", "discriminator",
+          "max_softmax")
 _NOTES = {
     "bits_per_dim": "nll / (dims ln 2)",
     "complexity_corrected": "bits_per_dim - complexity_bits_per_dim (Serra "

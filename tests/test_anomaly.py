@@ -209,3 +209,42 @@ def test_text_inputs_skip_bad_rows(tmp_path):
     score_inputs.read(str(tmp_path), None)
   with pytest.raises(UserError, match="needs --input"):
     score_inputs.read("", None)
+
+
+# --- the background model's training inputs ----------------------------------
+
+
+def test_perturbed_training_inputs():
+  """data.perturb_rate: each pixel (token) replaced with that probability
+  by a uniform value, the same for a global batch however it is split."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from gen_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"seed": 3, "data": {
+      "name": "mnist", "perturb_rate": 0.25}})
+  perturb = pipeline.perturb_transform(config, None)
+  image = np.zeros((64, 28, 28, 1), np.uint8)
+  idx = np.arange(100, 164)
+  out = perturb({"image": image, "label": np.arange(64)}, idx, slice(0, 64))
+  changed = out["image"] != 0
+  # Of the replaced pixels, 1/256 draw 0 again.
+  assert changed.mean() == pytest.approx(0.25 * 255 / 256, abs=0.01)
+  values = out["image"][changed]
+  assert values.min() >= 1 and values.max() == 255
+  assert abs(values.astype(float).mean() - 128) < 3  # uniform 1..255
+  np.testing.assert_array_equal(out["label"], np.arange(64))
+  # Two processes' halves of the same global batch: the same pixels.
+  halves = [perturb({"image": image[s]}, idx, s)["image"]
+            for s in (slice(0, 32), slice(32, 64))]
+  np.testing.assert_array_equal(np.concatenate(halves), out["image"])
+  other = perturb({"image": image}, idx + 64, slice(0, 64))["image"]
+  assert not np.array_equal(other, out["image"])
+  tokens = np.full((8, 33), 7, np.int32)
+
+  class Tok:
+    vocab_size = 50
+  config.data.name = "python_stdlib"
+  hit = pipeline.perturb_transform(config, Tok())(
+      {"tokens": tokens}, np.arange(8), slice(0, 8))["tokens"]
+  assert hit.max() < 50 and 0.1 < (hit != 7).mean() < 0.4
+  config.data.perturb_rate = 0.0
+  assert pipeline.perturb_transform(config, None) is None

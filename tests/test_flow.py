@@ -337,3 +337,25 @@ def test_unsupported_options_are_refused(key, value, message):
     c[section][leaf] = value
   with pytest.raises(UserError, match=message):
     families.build(c)
+
+
+def test_2d_flow_scores_are_its_exact_negative_log_density():
+  """--mode=score's value for points: -(log N(f(x)) + log|det J_f(x)|),
+  J_f by jacfwd; larger where the density is lower."""
+  family = _family("coupling_mlp", (2,), coupling_scale="tanh",
+                   preprocess="none", hidden=16, steps_per_level=4)
+  points = jnp.asarray(mixtures.splits("moons")[1]["image"][:64])
+  state = _perturbed_state(
+      family, family.init(jax.random.key(0), {"image": points}), 0.1)
+  x = jnp.concatenate([points[:4], jnp.array([[9.0, -9.0]])])
+  out = _jit(family.score)(state, {"image": x}, jax.random.key(1))
+  model = family.network(state.params, state.rest)
+  for i in range(5):
+    f = lambda p: model.forward(p[None])[0][0]
+    z = f(x[i])
+    logdet = jnp.linalg.slogdet(jax.jacfwd(f)(x[i]))[1]
+    log_p = -0.5 * jnp.sum(z**2) - math.log(2 * math.pi) + logdet
+    np.testing.assert_allclose(out["nll"][i], -log_p, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(out["dims"], 2.0)
+  assert float(out["nll"][4]) > float(jnp.max(out["nll"][:4]))
+  assert "exact" in family.score_notes()["nll"]

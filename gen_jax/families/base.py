@@ -100,15 +100,16 @@ class Family(abc.ABC):
     8-bit image, the binarized image, the tokens), exact or a bound as
     `score_notes` says; 'dims': the dimensions it covers (pixels x
     channels, or tokens), for bits/dim. An autoencoder adds
-    'reconstruction_error'. `final` (static) asks for the final eval's
-    estimates (more importance samples, every diffusion timestep).
+    'reconstruction_error'. A family without a likelihood gives its own
+    score instead (a GAN's discriminator, a classifier's confidence).
+    `final` (static) asks for the final eval's estimates (more importance
+    samples, every diffusion timestep).
     """
     del state, batch, key, final
     raise UserError(
-        f"The '{self.config.family}' family assigns no likelihood or "
-        "reconstruction error to an input; --mode=score reads a VAE, flow, "
-        "PixelCNN, diffusion, flow-matching, EDM, VQ-VAE, token-prior or "
-        "language-model run.")
+        f"The '{self.config.family}' family gives no score of an input; "
+        "--mode=score reads a VAE, flow, PixelCNN, diffusion, flow-matching, "
+        "EDM, VQ-VAE, token-prior, language-model, GAN or classifier run.")
 
   def score_notes(self, final: bool = False) -> dict[str, str]:
     """What each of `score`'s values is: exact, a bound (which), an

@@ -93,6 +93,15 @@ class Classifier(base.OneNetwork):
             "nll": base.masked_sum(nll, batch),
             "count": base.count(batch)}
 
+  def score(self, state, batch, key, final=False):
+    del key, final
+    probs = jax.nn.softmax(self.predict(state, batch["image"]), -1)
+    return {"max_softmax": 1.0 - jnp.max(probs, axis=-1)}
+
+  def score_notes(self, final=False):
+    return {"max_softmax": "not a likelihood: 1 - the largest class "
+                           "probability (Hendrycks and Gimpel 2017)"}
+
   # --- pictures ------------------------------------------------------------
 
   def _true_label_prob(self, state, batch):

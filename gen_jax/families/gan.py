@@ -337,6 +337,25 @@ class GAN(base.Family):
       sums["d_accuracy"] = base.masked_sum(correct, batch)
     return sums
 
+  def score(self, state, batch, key, final=False):
+    del key, final
+    if self.config.model.d_norm == "batch":
+      raise UserError(
+          "--mode=score: this discriminator normalizes with batch "
+          "statistics, so its output for one input depends on the rest of "
+          "the batch; score a GAN whose discriminator has "
+          "model.d_norm=layer or none (WGAN-GP, SNGAN).")
+    d_real, _ = self._discriminate(state.d_params, state.d_rest,
+                                   self.preprocess(batch["image"]),
+                                   self._labels(batch))
+    return {"discriminator": -d_real}
+
+  def score_notes(self, final=False):
+    return {"discriminator": "not a likelihood: the discriminator's output "
+                             f"({'critic value' if self.loss == 'wgan_gp' else 'logit'}"
+                             "), negated: larger = less like the data it "
+                             "saw"}
+
   def summarize_eval(self, totals):
     out = super().summarize_eval(totals)
     if self.loss == "wgan_gp":
