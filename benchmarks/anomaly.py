@@ -94,6 +94,8 @@ _BATCH = flags.DEFINE_integer("typicality_batch", 10,
 _TFDS_OOD = flags.DEFINE_list(
     "tfds_ood", [], "TFDS datasets whose held-out images join the image "
     "sets (e.g. mnist for models of fashion_mnist); they must be prepared.")
+_NAME = flags.DEFINE_string("name", "", "Output file stem under --runs_dir "
+                            "(default anomaly, or anomaly_text).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sets and the scores.")
 _OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "NAME:SECTION.KEY=VALUE config settings of one model's "
@@ -279,7 +281,7 @@ def main(argv):
     return
   set_names = [s for s in sets if s != "in-distribution"]
   table = markdown(results, set_names)
-  stem = runs / ("anomaly_text" if text else "anomaly")
+  stem = runs / (_NAME.value or ("anomaly_text" if text else "anomaly"))
   files.write_text(stem.with_suffix(".md"), table + "\n")
   files.write_text(stem.with_suffix(".json"), json.dumps(
       [{k: v for k, v in r.items() if k != "scores"} for r in results],

@@ -114,7 +114,7 @@ def test_bad_flags_give_one_line_and_exit_2(data_dir, tmp_path):
       "'abc'"), proc.stderr
   assert _error(["--exp=vae_mnist", wd, "--mode=fast"], data_dir,
                 status=2).startswith("error: flag --mode=fast: value should "
-                                     "be one of <train|eval|sample>")
+                                     "be one of <train|eval|sample|score>")
 
 
 def test_incompatible_workdir_is_refused(data_dir, tmp_path):
