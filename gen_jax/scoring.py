@@ -28,6 +28,7 @@ from gen_jax import files
 from gen_jax import logging as log_lib
 from gen_jax import parallel
 from gen_jax import train
+from gen_jax.data import pipeline
 from gen_jax.data import score_inputs
 from gen_jax.errors import UserError
 from gen_jax.evaluation import anomaly
@@ -114,7 +115,11 @@ class Model:
 
   def _batches(self, arrays: Arrays, key: jax.Array, label: str) -> Arrays:
     n = _rows(arrays)
-    size = self.run.data.eval_batch_size
+    # Fewer rows than a batch: a smaller one (still divisible over the
+    # devices and processes), not compute spent on padding.
+    size = min(self.run.data.eval_batch_size, pipeline.padded_size(
+        n, math.lcm(parallel.num_batch_shards(self.run.mesh),
+                    jax.process_count())))
     local = size // jax.process_count()
     part = slice(jax.process_index() * local, (jax.process_index() + 1)
                  * local)

@@ -81,7 +81,9 @@ def test_score_writes_every_score_and_reports_bad_rows(vae_runs, data_dir,
 
 
 def test_scores_are_reproducible_for_a_seed(vae_runs, data_dir, tmp_path):
-  np.savez(tmp_path / "d.npz", images=_digits(6))
+  # 16 rows: one batch of 16 on 1 and on 8 devices (the draws follow the
+  # batch shape).
+  np.savez(tmp_path / "d.npz", images=_digits(16))
   results = []
   for seed, devices in ((0, 1), (0, 8), (1, 1)):
     out = tmp_path / f"s{len(results)}"
