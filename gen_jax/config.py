@@ -127,7 +127,8 @@ def base_config() -> ml_collections.ConfigDict:
   # An .npz of uint8 images, a folder of image files, or for language models
   # a .txt file (one example per line) or .jsonl (one JSON string each).
   c.score.input = ""
-  c.score.output = ""  # '' -> <workdir>/scores/<input's name>.{jsonl,npz}
+  # '' -> <workdir>/scores/<input's name>.{jsonl,npz,json}
+  c.score.output = ""
   # A background model's workdir: scores also as the likelihood ratio
   # (Ren et al. 2019). '' -> none.
   c.score.background = ""
@@ -139,7 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.score.reference_examples = 1000
   c.score.typicality_batch = 10
   c.score.final = False  # the final eval's estimates (slower, tighter)
-  c.score.seed = 0
+  # Rows per compiled call (and progress line); 0: data.eval_batch_size.
+  c.score.batch_size = 0
+  c.score.seed = 0  # (--seed sets sample.seed, not this)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data",)
@@ -285,7 +288,8 @@ _AT_LEAST = {
          "train.sample_every", "train.keep_ckpts", "mesh.fsdp_min_size",
          "eval.num_samples", "data.image_shape"), 1),
     **dict.fromkeys(
-        ("seed", "sample.seed", "score.seed", "sample.num_samples",
+        ("seed", "sample.seed", "score.seed", "score.batch_size",
+         "sample.num_samples",
          "sample.labels",
          "data.num_classes", "train.warmup_steps", "train.learning_rate",
          "train.weight_decay", "train.grad_clip_norm",

@@ -57,11 +57,17 @@ class Model:
     """The images the model reads; None for a language model."""
     if self.family.models_text:
       return None
-    return tuple(self.config.data.image_shape)
+    shape = tuple(self.config.data.image_shape)
+    if len(shape) != 3:
+      raise UserError(f"--mode=score reads images [H, W, C] or texts; this "
+                      f"model reads vectors of shape {shape} (score them "
+                      "with the family's score() in Python).")
+    return shape
 
   def encode(self, examples) -> tuple[Arrays, list[tuple[int, str]]]:
     """Examples (uint8 images, or strings) -> the family's score batch
-    arrays over the usable ones, and (position, why) of the others."""
+    arrays, one row per example (an unusable one empty), and (position,
+    why) of the unusable ones."""
     if self.image_shape is not None:
       return {"image": np.asarray(examples, np.uint8)}, []
     tok = self.family.tokenizer
@@ -72,6 +78,9 @@ class Model:
       if context and len(row) - 1 > context:
         bad.append((i, f"{len(row) - 1} tokens, more than the model's "
                        f"context of {context}"))
+        row = []
+      elif tok.decode(row[1:]) != text:  # e.g. a character-level vocabulary
+        bad.append((i, "characters the model's vocabulary does not have"))
         row = []
       ids.append(row)
     longest = max(len(r) for r in ids)
@@ -115,11 +124,13 @@ class Model:
 
   def _batches(self, arrays: Arrays, key: jax.Array, label: str) -> Arrays:
     n = _rows(arrays)
-    # Fewer rows than a batch: a smaller one (still divisible over the
-    # devices and processes), not compute spent on padding.
-    size = min(self.run.data.eval_batch_size, pipeline.padded_size(
-        n, math.lcm(parallel.num_batch_shards(self.run.mesh),
-                    jax.process_count())))
+    # score.batch_size (default the eval batch), or fewer rows than that: a
+    # smaller batch, still divisible over the devices and processes.
+    multiple = math.lcm(parallel.num_batch_shards(self.run.mesh),
+                        jax.process_count())
+    size = pipeline.padded_size(min(
+        self.config.score.batch_size or self.run.data.eval_batch_size, n),
+                                multiple)
     local = size // jax.process_count()
     part = slice(jax.process_index() * local, (jax.process_index() + 1)
                  * local)
@@ -141,37 +152,55 @@ class Model:
     return {k: np.concatenate([o[k] for o in outs]).astype(np.float64)
             for k in outs[0]}
 
-  def reference(self, num: int, key: jax.Array) -> np.ndarray:
-    """Bits/dim of the first `num` training examples (the data pipeline's
-    seeded order), the typicality test's reference."""
-    rows = []
-    for batch in _train_batches(self.run):
-      rows.append(batch)
-      if sum(_rows(b) for b in rows) >= num:
-        break
-    arrays = {k: np.concatenate([b[k] for b in rows])[:num] for k in rows[0]}
-    if "tokens" in arrays:  # a window: every next token is text
-      arrays = {"tokens": arrays["tokens"],
-                "token_mask": np.ones(arrays["tokens"][:, 1:].shape,
-                                      np.float32)}
-    else:
-      arrays = {"image": arrays["image"]}
-    return self.raw(arrays, key, "typicality reference")["bits_per_dim"]
+  def reference(self, num: int, key: jax.Array
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Bits/dim of the first `num` training examples (the pipeline's seeded
+    order) and of the first `num` held-out ones: the typicality test's
+    entropy and its bootstrap. A language model's token windows are scored
+    as texts after BOS, like its inputs."""
+    out = []
+    for i, (split, batches) in enumerate((
+        ("training", self.run.data.train),
+        ("held-out", self.run.data.eval_batches()))):
+      arrays = _first_rows(_gathered(batches), num)
+      if "tokens" in arrays:
+        texts = [self.family.tokenizer.decode(w[1:]) for w in
+                 arrays["tokens"]]
+        arrays, bad = self.encode(texts)
+        arrays = _usable(arrays, bad)
+      else:
+        arrays = {"image": arrays["image"]}
+      out.append(self.raw(arrays, jax.random.fold_in(key, i),
+                          f"typicality reference ({split})")["bits_per_dim"])
+    return out[0], out[1]
 
 
 def _rows(arrays: Arrays) -> int:
   return len(next(iter(arrays.values())))
 
 
-def _train_batches(run: train.Run):
-  """Whole global batches of the training split in the pipeline's seeded
-  order (a restored run's iterator starts at the first batch); with several
-  processes, their slices gathered."""
-  for batch in run.data.train:
+def _gathered(batches):
+  """Batches as numpy arrays; with several processes, their slices
+  gathered into the global batch."""
+  for batch in batches:
     batch = {k: np.asarray(v) for k, v in batch.items()}
     if jax.process_count() > 1:
       batch = multihost_utils.process_allgather(batch, tiled=True)
     yield {k: np.asarray(v) for k, v in batch.items()}
+
+
+def _first_rows(batches, num: int) -> Arrays:
+  """The first `num` real rows (the 'mask' of padded eval batches)."""
+  rows, count = [], 0
+  for batch in batches:
+    mask = batch.pop("mask", None)
+    if mask is not None:
+      batch = {k: v[mask > 0] for k, v in batch.items()}
+    rows.append(batch)
+    count += _rows(batch)
+    if count >= num:
+      break
+  return {k: np.concatenate([b[k] for b in rows])[:num] for k in rows[0]}
 
 
 def _setting(config: ml_collections.ConfigDict, dotted: str):
@@ -198,14 +227,32 @@ def from_workdir(workdir: str, score: ml_collections.ConfigDict
 def load_background(config: ml_collections.ConfigDict, workdir: str
                     ) -> Model:
   """The background model of `workdir`, checked to read the same data."""
-  background = from_workdir(workdir, config.score)
-  for key in ("data.name", "data.image_shape", "data.vocab"):
+  saved = pathlib.Path(workdir) / "config.json"
+  # The eval settings given for this model (e.g. its importance samples)
+  # hold for the background's estimates too, where it has them.
+  overrides = []
+  if saved.is_file():
+    theirs = json.loads(saved.read_text()).get("eval", {})
+    overrides = [f"eval.{k}={_text(v)}" for k, v in config.eval.items()
+                 if k in theirs]
+  background = from_workdir(workdir, config.score, overrides)
+  if not background.has_likelihood:
+    raise UserError(f"--background={workdir}: a '{background.config.family}'"
+                    " run assigns no likelihood to take a ratio with.")
+  for key in ("data.name", "data.image_shape"):
     ours, theirs = _setting(config, key), _setting(background.config, key)
     if ours != theirs:
       raise UserError(f"--background={workdir} was trained on {key}="
                       f"{theirs}, this model on {ours}: a likelihood ratio "
-                      "needs the same data and tokens.")
+                      "needs the same data.")
   return background
+
+
+def _text(value) -> str:
+  """A config value as override text."""
+  if isinstance(value, (tuple, list)):
+    return ",".join(map(str, value))
+  return str(value)
 
 
 def compressor_of(config: ml_collections.ConfigDict, text: bool) -> str:
@@ -233,9 +280,14 @@ def reference_for(model: Model, key: jax.Array) -> anomaly.Typicality:
   # and disagree about running the (collective) measurement.
   if path.exists() and jax.process_count() == 1:
     return anomaly.Typicality(**json.loads(path.read_text()))
-  ref = anomaly.typicality_reference(
-      model.reference(s.reference_examples, jax.random.fold_in(key, 1)),
-      s.typicality_batch, seed=s.seed)
+  if s.reference_examples < 4:
+    raise UserError(f"--config.score.reference_examples="
+                    f"{s.reference_examples}: the typicality test needs at "
+                    "least 4.")
+  train_bpd, held_out_bpd = model.reference(s.reference_examples,
+                                            jax.random.fold_in(key, 1))
+  ref = anomaly.typicality_reference(train_bpd, held_out_bpd,
+                                     s.typicality_batch, seed=s.seed)
   if jax.process_index() == 0:
     files.write_text(path, json.dumps(ref.__dict__, indent=2))
   return ref
@@ -257,16 +309,25 @@ def score_examples(model: Model, examples, background: Model | None = None,
   compressor = compressor_of(model.config, text)
   if "bits_per_dim" not in out:  # no likelihood: nothing to correct
     return _usable(out, bad), bad
-  if compressor != "none":
+  # A binarized image's bits are not the 8-bit image's: no compressor
+  # measures the data such a model scores.
+  if compressor != "none" and "binarized" not in model.notes["nll"]:
     bits = anomaly.compressed_bits(examples, compressor)
     out["complexity_bits_per_dim"] = bits / np.maximum(out["dims"], 1.0)
     out["complexity_corrected"] = anomaly.complexity_corrected(
         out["bits_per_dim"], out["complexity_bits_per_dim"])
   if background is not None:
+    mine = model.family.tokenizer
+    other = background.family.tokenizer
+    if (mine is not None and other is not None
+        and mine.fingerprint != other.fingerprint):
+      raise UserError("--background: its tokens differ from this model's "
+                      f"({other.fingerprint} vs {mine.fingerprint}); a "
+                      "per-token ratio needs the same tokenizer.")
     theirs, their_bad = background.encode(examples)
-    if their_bad != bad:
-      raise UserError("the background model cannot read the same rows "
-                      f"({their_bad[:1] or bad[:1]}).")
+    if [i for i, _ in their_bad] != [i for i, _ in bad]:
+      raise UserError("--background: it cannot read the same rows as this "
+                      f"model ({(their_bad or bad)[0][1]}).")
     back = background.raw(theirs, key, f"{label} (background)")
     out["background_bits_per_dim"] = back["bits_per_dim"]
     out["likelihood_ratio"] = anomaly.likelihood_ratio(
@@ -302,6 +363,9 @@ def score(config: ml_collections.ConfigDict, workdir: str
                                     reference)
   bad = inputs.bad + [(int(inputs.index[i]), f"row {int(inputs.index[i])}: "
                        f"{why}") for i, why in unusable]
+  if len(unusable) == len(inputs.index):
+    raise UserError(f"--input={s.input}: no row can be scored (first: "
+                    f"{bad[-len(unusable)][1]}).")
   index = np.delete(inputs.index, [i for i, _ in unusable])
   dropped = {j for j, _ in unusable}
   names = [n for i, n in enumerate(inputs.names) if i not in dropped]
@@ -309,9 +373,9 @@ def score(config: ml_collections.ConfigDict, workdir: str
                                                 reference)
                      if reference else (np.zeros(0), np.zeros(0, bool)))
   stem = pathlib.Path(s.output) if s.output else (
-      model.run.workdir / "scores" / pathlib.Path(s.input.rstrip("/")).stem)
-  paths = [stem.with_suffix(".jsonl"), stem.with_suffix(".npz"),
-           stem.with_suffix(".json")]
+      model.run.workdir / "scores" / _input_name(s.input))
+  paths = [stem.with_name(stem.name + ext)
+           for ext in (".jsonl", ".npz", ".json")]
   if jax.process_index() == 0:
     rows = {int(i): {"index": int(i), **({"name": n} if n else {}),
                      **{k: _number(v[j]) for k, v in scores.items()},
@@ -334,9 +398,10 @@ def score(config: ml_collections.ConfigDict, workdir: str
         "background": s.background or None,
         "typicality": reference and {
             **reference.__dict__,
-            "batch_statistics": [float(x) for x in stats],
+            "batch_statistics": [_number(x) for x in stats],
             "batches_rejected": int(rejected.sum()), "batches": len(stats)},
-        "mean": {k: float(np.nanmean(v)) for k, v in scores.items()}}
+        "mean": {k: _number(np.nanmean(v)) if np.isfinite(v).any()
+                 else None for k, v in scores.items()}}
     files.write_text(paths[2], json.dumps(summary, indent=2))
     for i, why in bad:
       print(f"skipped {why}", flush=True)
@@ -348,6 +413,14 @@ def score(config: ml_collections.ConfigDict, workdir: str
            f"batches of {reference.batch_size} atypical" if reference
            else "") + "\nwrote " + ", ".join(map(str, paths)), flush=True)
   return paths
+
+
+def _input_name(path: str) -> str:
+  """An input's name for its score files: 'a.test.npz' -> 'a.test', a
+  folder -> its name."""
+  p = pathlib.Path(path).resolve()
+  known = score_inputs.TEXT_SUFFIXES + (".npz",)
+  return p.stem if p.suffix.lower() in known else p.name
 
 
 _SHOWN = ("bits_per_dim", "likelihood_ratio", "complexity_corrected",

@@ -71,7 +71,8 @@ def test_typicality_catches_the_mode_the_likelihood_prefers():
   train, test = rng.normal(size=(2000, d)), rng.normal(size=(500, d))
   near_mode = 0.1 * rng.normal(size=(500, d))
   assert anomaly.auroc(bits(test), bits(near_mode)) == 0.0
-  ref = anomaly.typicality_reference(bits(train), batch_size=10, seed=0)
+  ref = anomaly.typicality_reference(bits(train[:1000]), bits(train[1000:]),
+                                     batch_size=10, seed=0)
   # H = the Gaussian's differential entropy per dim, in bits.
   assert ref.entropy == pytest.approx(
       0.5 * math.log2(2 * math.pi * math.e), abs=0.01)
@@ -86,14 +87,20 @@ def test_typicality_catches_the_mode_the_likelihood_prefers():
   assert rejected_out.all() and len(stats_out) == 50
 
 
-def test_typicality_threshold_is_the_bootstrap_quantile():
+def test_typicality_threshold_is_the_held_out_bootstrap_quantile():
   rng = np.random.default_rng(3)
-  ref_scores = rng.normal(3.0, 0.5, 4000)
-  ref = anomaly.typicality_reference(ref_scores, batch_size=4, alpha=0.05,
+  train, held = rng.normal(3.0, 0.5, 2000), rng.normal(3.0, 0.5, 2000)
+  ref = anomaly.typicality_reference(train, held, batch_size=4, alpha=0.05,
                                      seed=0)
   # |mean of 4 - H| ~ |N(0, 0.5 / 2)|: its 95% quantile is 1.96 * 0.25.
   assert ref.threshold == pytest.approx(1.96 * 0.25, rel=0.05)
-  assert ref.entropy == pytest.approx(np.mean(ref_scores[:2000]))
+  assert ref.entropy == pytest.approx(np.mean(train))
+  # Held-out scores 0.5 higher (a model that overfits its training data):
+  # |N(0.5, 0.25)|, whose 95% quantile is 0.5 + 1.645 * 0.25.
+  shifted = anomaly.typicality_reference(train, held + 0.5, batch_size=4,
+                                         alpha=0.05, seed=0)
+  assert shifted.threshold == pytest.approx(0.5 + 1.645 * 0.25, rel=0.05)
+  assert shifted.entropy == ref.entropy
 
 
 def test_compressors_count_the_bits_of_their_output():

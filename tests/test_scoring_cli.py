@@ -3,6 +3,7 @@ model, the files written, bad rows, seeds, and the one-line errors."""
 
 import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +50,11 @@ def test_score_writes_every_score_and_reports_bad_rows(vae_runs, data_dir,
                          f"--background={vae_runs / 'vae'}",
                          f"--config.score.output={out}",
                          "--config.score.reference_examples=64",
-                         "--config.score.typicality_batch=4"], data_dir)
+                         "--config.score.typicality_batch=4",
+                         "--config.score.batch_size=5"], data_dir)
   assert "skipped 05b.txt: not a readable image" in proc.stdout
   assert "scored 12 of 13 rows" in proc.stdout
-  assert "score 1/1 batches" in proc.stdout  # progress
+  assert "score 3/3 batches" in proc.stdout  # progress, batches of 5
   rows = [json.loads(line) for line in
           out.with_suffix(".jsonl").read_text().splitlines()]
   assert [r["index"] for r in rows] == list(range(13))
@@ -178,3 +180,47 @@ def test_class_conditional_scores_marginalize_the_label():
   want = -np.log(np.mean(np.exp(-per_class), axis=0))
   np.testing.assert_allclose(out["nll"], want)
   np.testing.assert_allclose(out["bits_per_dim"], want / (4 * math.log(2)))
+
+
+def _text_model(tokenizer, context: int = 0):
+  """A Model over a stub language-model family: its encoding alone."""
+  class Stub:
+    models_text = True
+    context_length = context
+  Stub.tokenizer = tokenizer
+  model = scoring.Model.__new__(scoring.Model)
+  model.family = Stub()
+  return model
+
+
+def test_texts_a_vocabulary_cannot_hold_are_skipped():
+  from gen_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  chars = tokenizers.CharTokenizer.from_text("abc \n")
+  arrays, bad = _text_model(chars).encode(["abc", "abz", "cab a"])
+  assert [i for i, _ in bad] == [1] and "vocabulary" in bad[0][1]
+  np.testing.assert_array_equal(arrays["token_mask"].sum(1), [3, 0, 5])
+  byte = tokenizers.ByteTokenizer()
+  arrays, bad = _text_model(byte, context=4).encode(["naïve", "abcd"])
+  # 6 bytes after BOS: more than the context of 4.
+  assert bad == [(0, "6 tokens, more than the model's context of 4")]
+  np.testing.assert_array_equal(arrays["tokens"][1, :5],
+                                [byte.bos_id, 97, 98, 99, 100])
+
+
+def test_output_names_and_unscorable_data(tmp_path):
+  assert scoring._input_name(str(tmp_path / "svhn.test.npz")) == "svhn.test"
+  assert scoring._input_name(str(tmp_path / "v1.2")) == "v1.2"
+  assert scoring._input_name(".") == pathlib.Path.cwd().name
+  vectors = scoring.Model.__new__(scoring.Model)
+
+  class Flow2D:
+    models_text = False
+  vectors.family = Flow2D()
+  vectors.config = config_lib.get_config("flow_2d:smoke")
+  with pytest.raises(UserError, match=r"vectors of shape \(2,\)"):
+    vectors.image_shape  # pylint: disable=pointless-statement
+  config = config_lib.get_config("flow_2d:smoke",
+                                 ["data.perturb_rate=0.1"])
+  from gen_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match="8-bit images and text"):
+    pipeline.perturb_transform(config, None)

@@ -207,11 +207,12 @@ def perturb_transform(config: ml_collections.ConfigDict,
   rate = config.data.perturb_rate
   if not rate:
     return None
-  if config.data.name in translation.NAMES:
+  if config.data.name in translation.NAMES + mixtures.NAMES:
     raise UserError(f"--config.data.perturb_rate={rate}: perturbed inputs "
-                    "are for image and text models, not translation pairs.")
-  key, high = (("tokens", tokenizer.vocab_size) if tokenizer is not None
-               else ("image", 256))
+                    "are for 8-bit images and text, not "
+                    f"'{config.data.name}'.")
+  key, high = (("tokens", tokenizer.vocab_size)
+               if config.data.name in text.NAMES else ("image", 256))
 
   def perturb(batch: Batch, idx: np.ndarray, part: slice) -> Batch:
     values = np.asarray(batch[key])

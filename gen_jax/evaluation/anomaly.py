@@ -91,29 +91,29 @@ class Typicality:
   batch_size: int  # M
   threshold: float  # the (1 - alpha) quantile of |mean of M - entropy|
   alpha: float
-  num_reference: int
+  num_reference: int  # training + held-out scores
 
 
-def typicality_reference(reference_bits_per_dim: np.ndarray, batch_size: int,
+def typicality_reference(entropy_bits_per_dim: np.ndarray,
+                         bootstrap_bits_per_dim: np.ndarray, batch_size: int,
                          alpha: float = 0.01, num_bootstrap: int = 10000,
                          seed: int = 0) -> Typicality:
   """Nalisnick et al. 2019b: H = the mean score of training examples, and
-  the threshold of the M-sample test, bootstrapped: the (1 - alpha)
-  quantile of |mean of M resampled reference scores - H|. The entropy is
-  estimated on the first half of the reference and the threshold
-  bootstrapped on the second (the paper: training and validation sets)."""
-  ref = np.asarray(reference_bits_per_dim, np.float64)
-  ref = ref[np.isfinite(ref)]
-  if len(ref) < 4:
-    raise ValueError(f"the typicality test needs at least 4 finite "
-                     f"reference scores, got {len(ref)}.")
-  half = len(ref) // 2
-  entropy = float(np.mean(ref[:half]))
+  the threshold of the M-sample test bootstrapped from held-out examples
+  (the paper's validation set): the (1 - alpha) quantile of |mean of M
+  resampled held-out scores - H|. Non-finite scores are left out."""
+  train = np.asarray(entropy_bits_per_dim, np.float64)
+  held = np.asarray(bootstrap_bits_per_dim, np.float64)
+  train, held = train[np.isfinite(train)], held[np.isfinite(held)]
+  if len(train) < 2 or len(held) < 2:
+    raise ValueError(f"the typicality test needs at least 2 finite scores "
+                     f"on each side, got {len(train)} and {len(held)}.")
+  entropy = float(np.mean(train))
   rng = np.random.default_rng(seed)
-  draws = rng.choice(ref[half:], size=(num_bootstrap, batch_size))
+  draws = rng.choice(held, size=(num_bootstrap, batch_size))
   stats = np.abs(draws.mean(axis=1) - entropy)
   return Typicality(entropy, batch_size, float(np.quantile(stats, 1 - alpha)),
-                    alpha, len(ref))
+                    alpha, len(train) + len(held))
 
 
 def typicality_scores(bits_per_dim: np.ndarray, reference: Typicality
@@ -125,7 +125,9 @@ def typicality_scores(bits_per_dim: np.ndarray, reference: Typicality
 def typicality_batches(bits_per_dim: np.ndarray, reference: Typicality
                        ) -> tuple[np.ndarray, np.ndarray]:
   """The test over consecutive batches of M inputs (a last partial batch
-  is left out): (statistic |mean - H| per batch, rejected as atypical)."""
+  is left out): (statistic |mean - H| per batch, rejected as atypical). A
+  batch with a non-finite score (a failed ODE solve) has a NaN statistic
+  and is not rejected."""
   m = reference.batch_size
   scores = np.asarray(bits_per_dim, np.float64)
   n = len(scores) // m

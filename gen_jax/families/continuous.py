@@ -147,6 +147,7 @@ class Continuous(denoisers.DenoiserFamily):
     return {"nll": nll, "dims": jnp.full(nll.shape, float(self.num_dims))}
 
   def score_notes(self, final=False):
+    self.check_scorable()  # refused before any work
     e = self.config.eval
     trace = ("exact trace" if e.ode_trace == "exact" or (
         e.ode_trace == "auto" and self.num_dims <= 16)

@@ -204,6 +204,7 @@ class Diffusion(denoisers.DenoiserFamily):
             else self.config.eval.periodic_vlb_timesteps)
 
   def score_notes(self, final=False):
+    self.check_scorable()  # refused before any work
     k = min(self._strata(final), self.sched.num_timesteps - 1)
     return {"nll": "upper bound: the variational bound on -log p of the "
                    f"8-bit image (T = {self.sched.num_timesteps}, an "
