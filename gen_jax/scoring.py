@@ -377,7 +377,10 @@ def score(config: ml_collections.ConfigDict, workdir: str
   paths = [stem.with_name(stem.name + ext)
            for ext in (".jsonl", ".npz", ".json")]
   if jax.process_index() == 0:
-    rows = {int(i): {"index": int(i), **({"name": n} if n else {}),
+    # 'exact', 'upper bound' or 'estimate': the note's first words.
+    kind = ({"nll_kind": model.notes["nll"].split(":")[0]}
+            if model.has_likelihood else {})
+    rows = {int(i): {"index": int(i), **({"name": n} if n else {}), **kind,
                      **{k: _number(v[j]) for k, v in scores.items()},
                      **({"converted": inputs.notes[int(i)]}
                         if int(i) in inputs.notes else {})}

@@ -61,6 +61,7 @@ def test_score_writes_every_score_and_reports_bad_rows(vae_runs, data_dir,
   assert "error" in rows[6] and rows[6]["index"] == 6
   good = [r for r in rows if "error" not in r]
   assert [r["name"] for r in good][:2] == ["00.png", "01.png"]
+  assert {r["nll_kind"] for r in good} == {"upper bound"}
   npz = np.load(out.with_suffix(".npz"))
   np.testing.assert_array_equal(npz["index"], [0, 1, 2, 3, 4, 5, 7, 8, 9, 10,
                                                11, 12])

@@ -152,8 +152,9 @@ class Continuous(denoisers.DenoiserFamily):
     trace = ("exact trace" if e.ode_trace == "exact" or (
         e.ode_trace == "auto" and self.num_dims <= 16)
              else f"Hutchinson trace estimate, {e.ode_probes} probe(s)")
-    return {"nll": "-log p of the 8-bit image by the probability-flow ODE "
-                   "(exact change of variables up to the solver's tolerance "
+    return {"nll": "estimate: -log p of the 8-bit image by the probability-"
+                   "flow ODE (exact change of variables up to the solver's "
+                   "tolerance "
                    f"{e.ode_tolerance:g} and the {trace}; uniform "
                    "dequantization, one draw); NaN if the solver ran out of "
                    "steps"}
