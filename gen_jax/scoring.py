@@ -30,6 +30,7 @@ from gen_jax import parallel
 from gen_jax import train
 from gen_jax.data import pipeline
 from gen_jax.data import score_inputs
+from gen_jax.data import text as text_data
 from gen_jax.errors import UserError
 from gen_jax.evaluation import anomaly
 
@@ -55,14 +56,7 @@ class Model:
   @property
   def image_shape(self) -> tuple[int, ...] | None:
     """The images the model reads; None for a language model."""
-    if self.family.models_text:
-      return None
-    shape = tuple(self.config.data.image_shape)
-    if len(shape) != 3:
-      raise UserError(f"--mode=score reads images [H, W, C] or texts; this "
-                      f"model reads vectors of shape {shape} (score them "
-                      "with the family's score() in Python).")
-    return shape
+    return None if self.family.models_text else image_shape(self.config)
 
   def encode(self, examples) -> tuple[Arrays, list[tuple[int, str]]]:
     """Examples (uint8 images, or strings) -> the family's score batch
@@ -173,6 +167,16 @@ class Model:
       out.append(self.raw(arrays, jax.random.fold_in(key, i),
                           f"typicality reference ({split})")["bits_per_dim"])
     return out[0], out[1]
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """The [H, W, C] images a config's model reads; vectors refused."""
+  shape = tuple(config.data.image_shape)
+  if len(shape) != 3:
+    raise UserError(f"--mode=score reads images [H, W, C] or texts; this "
+                    f"model reads vectors of shape {shape} (score them "
+                    "with the family's score() in Python).")
+  return shape
 
 
 def _rows(arrays: Arrays) -> int:
@@ -348,10 +352,11 @@ def score(config: ml_collections.ConfigDict, workdir: str
           ) -> list[pathlib.Path]:
   """`--mode=score`: scores `score.input` and writes the three files."""
   s = config.score
+  # The input is read, and refused, before the model is restored.
+  text = config.data.name in text_data.NAMES  # the language models' data
+  compressor_of(config, text)
+  inputs = score_inputs.read(s.input, None if text else image_shape(config))
   model = Model(config, workdir)
-  text = model.image_shape is None
-  compressor_of(config, text)  # a bad choice fails before any work
-  inputs = score_inputs.read(s.input, model.image_shape)
   if not model.has_likelihood and s.background:
     raise UserError(f"--background={s.background}: a likelihood ratio needs "
                     f"a likelihood, and the '{config.family}' family has "

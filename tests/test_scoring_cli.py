@@ -212,14 +212,8 @@ def test_output_names_and_unscorable_data(tmp_path):
   assert scoring._input_name(str(tmp_path / "svhn.test.npz")) == "svhn.test"
   assert scoring._input_name(str(tmp_path / "v1.2")) == "v1.2"
   assert scoring._input_name(".") == pathlib.Path.cwd().name
-  vectors = scoring.Model.__new__(scoring.Model)
-
-  class Flow2D:
-    models_text = False
-  vectors.family = Flow2D()
-  vectors.config = config_lib.get_config("flow_2d:smoke")
   with pytest.raises(UserError, match=r"vectors of shape \(2,\)"):
-    vectors.image_shape  # pylint: disable=pointless-statement
+    scoring.image_shape(config_lib.get_config("flow_2d:smoke"))
   config = config_lib.get_config("flow_2d:smoke",
                                  ["data.perturb_rate=0.1"])
   from gen_jax.data import pipeline  # pylint: disable=g-import-not-at-top

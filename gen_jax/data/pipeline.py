@@ -204,7 +204,7 @@ def perturb_transform(config: ml_collections.ConfigDict,
   probability, by a uniform random value in 0..255 (a uniform token id),
   drawn from the seed and the global batch's example indices (so a resumed
   run, or one on more hosts, draws the same)."""
-  rate = config.data.perturb_rate
+  rate = config.data.get("perturb_rate", 0.0)  # absent: an older config
   if not rate:
     return None
   if config.data.name in translation.NAMES + mixtures.NAMES:
