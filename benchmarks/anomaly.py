@@ -136,12 +136,7 @@ def settings(name: str) -> list[str]:
 
 def held_out_images(model: scoring.Model, num: int) -> np.ndarray:
   """The first `num` images of the run's held-out split."""
-  rows = []
-  for batch in model.run.data.eval_batches():
-    rows.append(np.asarray(batch["image"])[np.asarray(batch["mask"]) > 0])
-    if sum(len(r) for r in rows) >= num:
-      break
-  return np.concatenate(rows)[:num]
+  return scoring.first_rows(model.run.data.eval_batches(), num)["image"]
 
 
 def held_out_texts(model: scoring.Model) -> list[str]:

@@ -79,10 +79,9 @@ class Model:
       ids.append(row)
     longest = max(len(r) for r in ids)
     tokens = np.zeros((len(ids), max(longest, 2)), np.int32)
-    for i, row in enumerate(ids):
-      tokens[i, :len(row)] = row
     mask = np.zeros((len(ids), tokens.shape[1] - 1), np.float32)
     for i, row in enumerate(ids):
+      tokens[i, :len(row)] = row
       mask[i, :max(len(row) - 1, 0)] = 1.0
     return {"tokens": tokens, "token_mask": mask}, bad
 
@@ -125,22 +124,15 @@ class Model:
     size = pipeline.padded_size(min(
         self.config.score.batch_size or self.run.data.eval_batch_size, n),
                                 multiple)
-    local = size // jax.process_count()
-    part = slice(jax.process_index() * local, (jax.process_index() + 1)
-                 * local)
-    num = -(-n // size)
-    progress = log_lib.Progress(label, num, " batches")
+    progress = log_lib.Progress(label, -(-n // size), " batches")
     outs = []
-    for i, start in enumerate(range(0, n, size)):
-      idx = np.arange(start, start + size)
-      mask = idx < n
-      batch = {name: np.where(
-          mask.reshape((-1,) + (1,) * (v.ndim - 1)), v[np.minimum(idx, n - 1)],
-          np.zeros((), v.dtype))[part] for name, v in arrays.items()}
-      batch["mask"] = mask[part].astype(np.float32)
-      out = self._fn(self.state, parallel.global_batch(batch, self.run.mesh),
+    for i, local in enumerate(pipeline.eval_batches(
+        pipeline.ArraySource(arrays), size, n, jax.process_index(),
+        jax.process_count())):
+      out = self._fn(self.state, parallel.global_batch(local, self.run.mesh),
                      jax.random.fold_in(key, i))
-      outs.append({k: np.asarray(v)[mask] for k, v in
+      real = np.arange(i * size, (i + 1) * size) < n  # the whole batch's
+      outs.append({k: np.asarray(v)[real] for k, v in
                    jax.device_get(out).items()})
       progress(i + 1)
     return {k: np.concatenate([o[k] for o in outs]).astype(np.float64)
@@ -156,7 +148,7 @@ class Model:
     for i, (split, batches) in enumerate((
         ("training", self.run.data.train),
         ("held-out", self.run.data.eval_batches()))):
-      arrays = _first_rows(_gathered(batches), num)
+      arrays = first_rows(batches, num)
       if "tokens" in arrays:
         texts = [self.family.tokenizer.decode(w[1:]) for w in
                  arrays["tokens"]]
@@ -183,20 +175,16 @@ def _rows(arrays: Arrays) -> int:
   return len(next(iter(arrays.values())))
 
 
-def _gathered(batches):
-  """Batches as numpy arrays; with several processes, their slices
-  gathered into the global batch."""
+def first_rows(batches, num: int) -> Arrays:
+  """The first `num` real rows (the 'mask' of padded eval batches) of a
+  data pipeline's batches; with several processes, their slices gathered
+  into the global batches."""
+  rows, count = [], 0
   for batch in batches:
     batch = {k: np.asarray(v) for k, v in batch.items()}
     if jax.process_count() > 1:
-      batch = multihost_utils.process_allgather(batch, tiled=True)
-    yield {k: np.asarray(v) for k, v in batch.items()}
-
-
-def _first_rows(batches, num: int) -> Arrays:
-  """The first `num` real rows (the 'mask' of padded eval batches)."""
-  rows, count = [], 0
-  for batch in batches:
+      batch = {k: np.asarray(v) for k, v in multihost_utils.process_allgather(
+          batch, tiled=True).items()}
     mask = batch.pop("mask", None)
     if mask is not None:
       batch = {k: v[mask > 0] for k, v in batch.items()}

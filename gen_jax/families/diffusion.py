@@ -180,8 +180,7 @@ class Diffusion(denoisers.DenoiserFamily):
     net = self.inference_network(state)
     x0 = self.model_input(net, batch["image"])
     y = batch["label"].astype(jnp.int32) if self.num_classes else None
-    k = (self.config.eval.vlb_timesteps if final
-         else self.config.eval.periodic_vlb_timesteps)
+    k = self._strata(final)
     out = {"loss": base.masked_sum(
         self.loss_terms(net, batch, loss_key, False), batch),
            "count": base.count(batch)}

@@ -133,10 +133,7 @@ class PixelCNNFamily(base.OneNetwork):
   # --- evaluation ----------------------------------------------------------
 
   def eval_step(self, state, batch, key, final=False):
-    del final  # the likelihood is exact; nothing is estimated
-    model = self.inference_network(state)
-    nll = -self.log_prob(model, self.targets(batch["image"], key),
-                         self._labels(batch))
+    nll = self.score(state, batch, key, final)["nll"]  # exact
     sums = {"nll": base.masked_sum(nll, batch), "count": base.count(batch)}
     if self.likelihood == "categorical":
       sums["bits_per_dim"] = base.masked_sum(

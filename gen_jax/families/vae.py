@@ -148,8 +148,7 @@ class VAE(base.OneNetwork):
     x = self.preprocess(batch["image"], data_key)
     y = self._onehot(batch)
     rec, kl = self.elbo_terms(model, x, y, elbo_key)
-    k = (self.config.eval.num_importance_samples if final
-         else self.config.eval.periodic_importance_samples)
+    k = self._score_samples(final)
     iwae = self.iwae_log_likelihood(model, x, y, iwae_key, k,
                                     self._iwae_chunk(k, x.shape[0]))
     sums = {
